@@ -1,0 +1,228 @@
+"""The one frozen settings object.
+
+Values come, highest priority first, from: keyword arguments, ``DISTILLERY_*`` environment
+variables, a TOML file (``DISTILLERY_CONFIG`` or ``load_settings(config_file=...)``), the
+defaults below. Nothing else in distillery reads ``os.environ``: pass a ``Settings`` along.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from distillery.errors import ConfigError
+
+ENV_PREFIX = "DISTILLERY_"
+_CONFIG_FILE: str | None = None  # set only by load_settings(config_file=...)
+
+
+def _data_home() -> Path:
+    return Path.home() / ".local" / "share" / "distillery"
+
+
+def _cache_home() -> Path:
+    return Path.home() / ".cache" / "distillery"
+
+
+class Settings(BaseSettings):
+    """Every knob distillery has. Frozen: build a new one with ``model_copy(update=...)``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_password: SecretStr | None = None
+    topic_prefix: str = ""
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+
+    # --- embedded broker ---------------------------------------------------------------
+    kafka_version: str = "4.1.1"
+    broker_port: int = Field(9092, ge=1, le=65535)
+    broker_controller_port: int = Field(9093, ge=1, le=65535)
+    broker_heap: str = "512m"
+    broker_start_timeout_s: float = 90.0
+    state_dir: Path = Field(default_factory=_data_home)
+    cache_dir: Path = Field(default_factory=_cache_home)
+
+    # --- records -----------------------------------------------------------------------
+    max_text_chars: int = Field(20_000, ge=1)
+    tasks_file: Path | None = None
+
+    # --- student and registry ----------------------------------------------------------
+    registry_root: Path = Field(default_factory=lambda: _data_home() / "registry")
+    student_buckets: int = Field(1 << 18, ge=1024)
+    student_dim: int = Field(64, ge=4)
+    student_max_ids: int = Field(160, ge=8)
+    student_threads: int = Field(1, ge=1)
+    precision_target: float = Field(0.97, gt=0.0, le=1.0)
+    min_class_support: int = Field(20, ge=1)
+    min_accuracy: float = Field(0.80, ge=0.0, le=1.0)
+    min_critical_recall: float = Field(0.80, ge=0.0, le=1.0)
+    gate_tolerance: float = Field(0.01, ge=0.0)
+    critical_recall_tolerance: float = Field(0.02, ge=0.0)
+    registry_keep: int = Field(5, ge=1)
+
+    # --- stream processors -------------------------------------------------------------
+    batch_size: int = Field(256, ge=1)
+    batch_within_s: float = Field(0.05, gt=0.0)
+    audit_rate: float = Field(0.02, ge=0.0, le=1.0)
+    critical_floor: float = Field(0.2, ge=0.0, le=1.0)
+    web_port: int = Field(6066, ge=1, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535)
+
+    # --- teacher -----------------------------------------------------------------------
+    teacher_kind: Literal["openai", "recorded", "oracle"] = "openai"
+    teacher_base_url: str = "https://api.openai.com/v1"
+    teacher_model: str = "gpt-4o-mini"
+    teacher_api_key: SecretStr | None = None
+    teacher_recorded_path: Path | None = None
+    teacher_timeout_s: float = Field(30.0, gt=0.0)
+    teacher_concurrency: int = Field(4, ge=1)
+    teacher_max_retries: int = Field(4, ge=0)
+    teacher_backoff_s: float = Field(0.5, ge=0.0)
+    teacher_breaker_failures: int = Field(5, ge=1)
+    teacher_breaker_reset_s: float = Field(30.0, gt=0.0)
+    teacher_calls_per_minute: float = Field(600.0, gt=0.0)
+    teacher_cost_per_hour: float = Field(50.0, gt=0.0)
+    teacher_price_in_per_mtok: float = Field(0.15, ge=0.0)
+    teacher_price_out_per_mtok: float = Field(0.60, ge=0.0)
+
+    # --- trainer -----------------------------------------------------------------------
+    refresh_every_verdicts: int = Field(500, ge=1)
+    refresh_every_minutes: float = Field(10.0, gt=0.0)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        bad = [c for c in value if not (c.isalnum() or c in "._-")]
+        if bad:
+            raise ValueError(f"topic prefix may hold only letters, digits and . _ - (got {value!r})")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _CONFIG_FILE or os.environ.get(ENV_PREFIX + "CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+    # --- derived -----------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """A catalogue topic name with this deployment's prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka_jar_dir(self) -> Path:
+        return self.cache_dir / "kafka" / self.kafka_version
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+    def kafka_python_kwargs(self) -> dict[str, Any]:
+        """Connection kwargs for kafka-python clients (admin, producer, consumer)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            kw["sasl_plain_password"] = _reveal(self.kafka_sasl_password)
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            kw["ssl_cafile"] = _str(self.kafka_ssl_cafile)
+            kw["ssl_certfile"] = _str(self.kafka_ssl_certfile)
+            kw["ssl_keyfile"] = _str(self.kafka_ssl_keyfile)
+            kw["ssl_password"] = _reveal(self.kafka_ssl_password)
+        return kw
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Connection kwargs for aiokafka clients (the library under faust)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kw["sasl_plain_username"] = self.kafka_sasl_username
+            kw["sasl_plain_password"] = _reveal(self.kafka_sasl_password)
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            context = ssl.create_default_context(cafile=_str(self.kafka_ssl_cafile))
+            if self.kafka_ssl_certfile:
+                context.load_cert_chain(
+                    str(self.kafka_ssl_certfile),
+                    _str(self.kafka_ssl_keyfile),
+                    _reveal(self.kafka_ssl_password),
+                )
+            kw["ssl_context"] = context
+        return kw
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning pydantic's multi-line report into one ``ConfigError`` line."""
+    global _CONFIG_FILE
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    _CONFIG_FILE = str(config_file) if config_file is not None else None
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(
+            f"bad setting {ENV_PREFIX}{where.upper()}: {first['msg']}"
+        ) from exc
+    finally:
+        _CONFIG_FILE = None
+
+
+@lru_cache(maxsize=1)
+def default_settings() -> Settings:
+    """The process-wide settings from the environment (cached)."""
+    return load_settings()
+
+
+def setting_env_names() -> set[str]:
+    """Every environment variable name the settings object understands."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {ENV_PREFIX + "CONFIG"}

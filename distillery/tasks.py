@@ -1,0 +1,178 @@
+"""Tasks as configuration.
+
+A task names its input topic and record schema, the fields that make its text, its labels
+(name, description, critical or not), the teacher's instructions, its results topic and its
+routing policy. Two tasks are built in (``tickets`` and ``moderation``); a TOML file named
+by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces built-in ones, e.g.::
+
+    [tasks.intents]
+    schema = "text"
+    instructions = "Classify the banking customer's message by intent."
+    labels = [
+      { name = "card_lost", description = "Card lost or stolen", critical = true },
+      { name = "balance", description = "Asks for a balance" },
+    ]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distillery.errors import ConfigError
+from distillery.settings import Settings
+
+SchemaName = Literal["ticket", "moderation", "text"]
+
+_TEXT_FIELDS: dict[str, list[str]] = {
+    "ticket": ["subject", "body"],
+    "moderation": ["text"],
+    "text": ["text"],
+}
+
+
+class LabelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    critical: bool = False
+
+
+class RoutingPolicy(BaseModel):
+    """How the classify worker routes a task's events; ``None`` means the global setting."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audit_rate: float | None = Field(None, ge=0.0, le=1.0)
+    critical_floor: float | None = Field(None, ge=0.0, le=1.0)
+    fallback: bool = False  # decide with the student's guess when the teacher is down
+    deadline_s: float = Field(300.0, gt=0.0)  # how long a request waits before fallback
+
+
+class TaskConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    schema_name: SchemaName = Field("text", alias="schema")
+    input_topic: str = ""
+    results_topic: str = ""
+    text_fields: list[str] = Field(default_factory=list)
+    labels: list[LabelSpec] = Field(min_length=2)
+    instructions: str = "Classify the item into exactly one of the labels."
+    policy: RoutingPolicy = Field(default_factory=RoutingPolicy)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> TaskConfig:
+        names = [label.name for label in self.labels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name}: duplicate label names")
+        if not self.input_topic:
+            object.__setattr__(self, "input_topic", self.name)
+        if not self.results_topic:
+            default = {"tickets": "tickets.routed"}.get(self.name, f"{self.name}.decisions")
+            object.__setattr__(self, "results_topic", default)
+        if not self.text_fields:
+            object.__setattr__(self, "text_fields", list(_TEXT_FIELDS[self.schema_name]))
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    @property
+    def critical_labels(self) -> list[str]:
+        return [label.name for label in self.labels if label.critical]
+
+    @property
+    def teacher_topic(self) -> str:
+        return f"{self.name}.teacher"
+
+    @property
+    def verdicts_topic(self) -> str:
+        return f"{self.name}.verdicts"
+
+    @property
+    def feedback_topic(self) -> str:
+        return f"{self.name}.feedback"
+
+
+def _labels(*items: tuple[str, str] | tuple[str, str, bool]) -> list[LabelSpec]:
+    return [LabelSpec(name=i[0], description=i[1], critical=bool(i[2:] and i[2])) for i in items]
+
+
+TICKETS = TaskConfig(
+    name="tickets",
+    schema="ticket",
+    instructions=(
+        "You route customer support tickets. Read the ticket and answer with the one queue "
+        "that should handle it."
+    ),
+    labels=_labels(
+        ("billing", "Charges, invoices, payment methods, pricing questions"),
+        ("refunds", "Requests for money back on a charge or order"),
+        ("account_access", "Cannot log in, locked account, two-factor problems"),
+        ("password_reset", "Forgotten password or reset link problems"),
+        ("shipping", "Where is my order, delivery delays, tracking"),
+        ("returns", "Sending an item back, return labels, exchanges"),
+        ("technical_issue", "The product or app does not work as expected"),
+        ("bug_report", "A reproducible defect in the software"),
+        ("feature_request", "Asks for new functionality"),
+        ("cancellation", "Wants to cancel a subscription or an order"),
+        ("data_privacy", "Data export, deletion, GDPR and privacy requests", True),
+        ("security_incident", "Account takeover, fraud, suspicious activity", True),
+    ),
+)
+
+MODERATION = TaskConfig(
+    name="moderation",
+    schema="moderation",
+    instructions=(
+        "You moderate user content. Answer with the one category that best describes the "
+        "text; use 'ok' when nothing is wrong with it."
+    ),
+    labels=_labels(
+        ("ok", "Acceptable content"),
+        ("spam", "Advertising, scams, repeated promotional content"),
+        ("profanity", "Swearing or vulgar language not aimed at a person"),
+        ("harassment", "Insults or bullying aimed at a person"),
+        ("hate_speech", "Attacks on a group for a protected characteristic"),
+        ("misinformation", "False claims presented as fact"),
+        ("self_harm", "Intent or encouragement of self-harm or suicide", True),
+        ("violent_threat", "A threat of violence against a person or place", True),
+    ),
+)
+
+BUILTIN_TASKS: dict[str, TaskConfig] = {t.name: t for t in (TICKETS, MODERATION)}
+
+
+def load_tasks(settings: Settings) -> dict[str, TaskConfig]:
+    """The built-in tasks, updated with those of ``settings.tasks_file`` if it is set."""
+    tasks = dict(BUILTIN_TASKS)
+    if settings.tasks_file is None:
+        return tasks
+    path = Path(settings.tasks_file)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"tasks file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"tasks file {path} is not valid TOML: {exc}") from exc
+    for name, body in (raw.get("tasks") or {}).items():
+        try:
+            tasks[name] = TaskConfig(name=name, **body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"tasks file {path}, task {name}: {where}: {first['msg']}") from exc
+    return tasks
+
+
+def get_task(settings: Settings, name: str) -> TaskConfig:
+    tasks = load_tasks(settings)
+    if name not in tasks:
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
+    return tasks[name]

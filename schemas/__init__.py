@@ -1,0 +1,40 @@
+"""The contracts: Avro schemas, the pydantic models that mirror them, and the serde."""
+
+from schemas.records import (
+    INPUT_TYPES,
+    RECORD_TYPES,
+    Decision,
+    DeadLetter,
+    Feedback,
+    InputRecord,
+    ModelAnnouncement,
+    ModerationItem,
+    Record,
+    TeacherRequest,
+    TeacherVerdict,
+    TextItem,
+    Ticket,
+    record_type,
+)
+from schemas.serde import decode, decode_any, encode, validate
+
+__all__ = [
+    "INPUT_TYPES",
+    "RECORD_TYPES",
+    "Decision",
+    "DeadLetter",
+    "Feedback",
+    "InputRecord",
+    "ModelAnnouncement",
+    "ModerationItem",
+    "Record",
+    "TeacherRequest",
+    "TeacherVerdict",
+    "TextItem",
+    "Ticket",
+    "decode",
+    "decode_any",
+    "encode",
+    "record_type",
+    "validate",
+]

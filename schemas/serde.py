@@ -1,0 +1,203 @@
+"""Avro serde: schemas parsed once, standard framing.
+
+Writing uses Avro *single-object encoding* (``C3 01`` + the 8-byte little-endian
+CRC-64-AVRO fingerprint of the writer schema + the Avro binary body), which needs no schema
+registry. Reading accepts single-object encoding from any schema version shipped in
+``schemas/avro`` (``<name>.avsc`` is current, ``<name>.vN.avsc`` are older versions) and,
+when schema ids are given, Confluent's wire format (``00`` + 4-byte big-endian schema id).
+A record written with an older schema is resolved to the current one (schema evolution).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import fastavro
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+from pydantic import ValidationError as PydanticValidationError
+
+from distillery.errors import SerializationError, ValidationError
+from schemas.records import DEFAULT_MAX_TEXT_CHARS, RECORD_TYPES, Record
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+R = TypeVar("R", bound=Record)
+
+_CRC64_EMPTY = 0xC15D213AA4D7A795
+
+
+def _crc64_table() -> list[int]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
+        table.append(fp)
+    return table
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The CRC-64-AVRO (Rabin) fingerprint of the Avro specification."""
+    fp = _CRC64_EMPTY
+    for byte in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
+    return fp
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    name: str  # e.g. "ticket"
+    version: str  # "current" or "v1", "v2", ...
+    parsed: Any
+    fingerprint: bytes  # 8 bytes, little-endian, as single-object encoding writes it
+
+
+def _load(file_name: str) -> SchemaVersion:
+    text = resources.files("schemas").joinpath("avro", file_name).read_text(encoding="utf-8")
+    parsed = parse_schema(json.loads(text))
+    canonical = to_parsing_canonical_form(parsed).encode("utf-8")
+    stem = file_name.removesuffix(".avsc")
+    name, _, version = stem.partition(".")
+    return SchemaVersion(
+        name=name,
+        version=version or "current",
+        parsed=parsed,
+        fingerprint=struct.pack("<Q", crc64_avro(canonical)),
+    )
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> tuple[dict[str, SchemaVersion], dict[bytes, SchemaVersion]]:
+    current: dict[str, SchemaVersion] = {}
+    by_fingerprint: dict[bytes, SchemaVersion] = {}
+    folder = resources.files("schemas").joinpath("avro")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".avsc"):
+            continue
+        schema = _load(entry.name)
+        by_fingerprint[schema.fingerprint] = schema
+        if schema.version == "current":
+            current[schema.name] = schema
+    return current, by_fingerprint
+
+
+def schema_for(name: str) -> SchemaVersion:
+    """The current schema of a record type (``ticket``, ``decision``, ...)."""
+    current, _ = _catalogue()
+    try:
+        return current[name]
+    except KeyError:
+        raise SerializationError(f"no Avro schema named {name!r}") from None
+
+
+def schema_versions() -> list[SchemaVersion]:
+    """Every schema version shipped, current and older."""
+    return list(_catalogue()[1].values())
+
+
+def encode(record: Record) -> bytes:
+    """A record as single-object-encoded Avro bytes."""
+    schema = schema_for(record.avro_name)
+    buffer = io.BytesIO()
+    buffer.write(SINGLE_OBJECT_MAGIC)
+    buffer.write(schema.fingerprint)
+    try:
+        fastavro.schemaless_writer(buffer, schema.parsed, record.model_dump())
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise SerializationError(f"cannot encode {record.avro_name}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def _writer_schema(
+    data: bytes, confluent_ids: dict[int, SchemaVersion] | None
+) -> tuple[SchemaVersion, int]:
+    if data[:2] == SINGLE_OBJECT_MAGIC:
+        if len(data) < 10:
+            raise SerializationError("truncated single-object header")
+        fingerprint = data[2:10]
+        writer = _catalogue()[1].get(fingerprint)
+        if writer is None:
+            raise SerializationError(f"unknown schema fingerprint {fingerprint.hex()}")
+        return writer, 10
+    if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+        (schema_id,) = struct.unpack(">I", data[1:5])
+        if not confluent_ids or schema_id not in confluent_ids:
+            raise SerializationError(f"Confluent schema id {schema_id} is not known here")
+        return confluent_ids[schema_id], 5
+    raise SerializationError("not Avro: no single-object or Confluent header")
+
+
+def decode_dict(
+    data: bytes, expected: str | None = None, confluent_ids: dict[int, SchemaVersion] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Bytes to (schema name, plain dict), resolved to the current schema."""
+    if not data:
+        raise SerializationError("empty message")
+    writer, start = _writer_schema(data, confluent_ids)
+    if expected is not None and writer.name != expected:
+        raise SerializationError(f"expected a {expected} record, got a {writer.name} record")
+    reader = schema_for(writer.name)
+    try:
+        value = fastavro.schemaless_reader(io.BytesIO(data[start:]), writer.parsed, reader.parsed)
+    except Exception as exc:  # fastavro raises many kinds on corrupt input
+        raise SerializationError(f"corrupt Avro body for {writer.name}: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SerializationError(f"Avro body for {writer.name} is not a record")
+    return writer.name, value
+
+
+def decode(
+    data: bytes,
+    cls: type[R],
+    *,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    confluent_ids: dict[int, SchemaVersion] | None = None,
+) -> R:
+    """Bytes to a validated record of type ``cls``.
+
+    Raises ``SerializationError`` for bytes that are not a ``cls`` record and
+    ``ValidationError`` for a record that breaks a contract (empty id, oversized text...).
+    """
+    _, value = decode_dict(data, cls.avro_name, confluent_ids)
+    return validate(cls, value, max_text_chars=max_text_chars)
+
+
+def decode_any(data: bytes, confluent_ids: dict[int, SchemaVersion] | None = None) -> Record:
+    """Bytes of any known record type to a validated record."""
+    name, value = decode_dict(data, None, confluent_ids)
+    return validate(RECORD_TYPES[name], value)
+
+
+def validate(
+    cls: type[R], value: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> R:
+    """A plain dict to a validated record, with one readable reason on failure."""
+    try:
+        return cls.model_validate(value, context={"max_text_chars": max_text_chars})
+    except PydanticValidationError as exc:
+        raise ValidationError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: PydanticValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "record"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def confluent_frame(schema_id: int, record: Record) -> bytes:
+    """A record in Confluent's wire format (for tests and for users of a Schema Registry)."""
+    body = encode(record)[10:]
+    return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body

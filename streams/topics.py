@@ -1,0 +1,132 @@
+"""The topic catalogue: every topic distillery uses, its schema, partitions and config.
+
+Names follow DESIGN §9, after ``Settings.topic_prefix``. Every per-task topic has the same
+partition count so that an id's event, teacher request, verdict and decision share a
+partition number.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from distillery.errors import BrokerError
+from distillery.settings import Settings
+from distillery.tasks import TaskConfig, load_tasks
+
+log = logging.getLogger(__name__)
+
+MODELS_TOPIC = "models"
+DEADLETTER_TOPIC = "deadletter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # full name, prefix included
+    schema: str  # record schema name (see schemas.RECORD_TYPES)
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    task: str | None = None
+
+
+def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) -> list[TopicSpec]:
+    """Every topic of every configured task, plus ``models`` and ``deadletter``."""
+    tasks = tasks if tasks is not None else load_tasks(settings)
+    n = settings.topic_partitions
+    retention = {"retention.ms": str(settings.topic_retention_ms)}
+    specs: list[TopicSpec] = []
+    for task in tasks.values():
+        input_schema = {"ticket": "ticket", "moderation": "moderation_item"}.get(
+            task.schema_name, "text_item"
+        )
+        for name, schema in (
+            (task.input_topic, input_schema),
+            (task.results_topic, "decision"),
+            (task.teacher_topic, "teacher_request"),
+            (task.verdicts_topic, "teacher_verdict"),
+            (task.feedback_topic, "feedback"),
+        ):
+            specs.append(TopicSpec(settings.topic(name), schema, n, dict(retention), task.name))
+    specs.append(
+        TopicSpec(settings.topic(MODELS_TOPIC), "model_announcement", 1, {"cleanup.policy": "compact"})
+    )
+    specs.append(TopicSpec(settings.topic(DEADLETTER_TOPIC), "dead_letter", n, dict(retention)))
+    return specs
+
+
+def spec_for(settings: Settings, topic: str) -> TopicSpec | None:
+    """The catalogue entry of a full topic name, or None for a topic it does not know."""
+    for spec in catalogue(settings):
+        if spec.name == topic:
+            return spec
+    return None
+
+
+def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the catalogue's topics that do not exist yet; returns the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    specs = specs if specs is not None else catalogue(settings)
+    try:
+        admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        for spec in missing:
+            topic = NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=spec.config,
+            )
+            try:
+                admin.create_topics([topic])
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race: that is fine
+        log.info("topics: %d created, %d already there", len(created), len(specs) - len(created))
+        return created
+    finally:
+        admin.close()
+
+
+def describe_topics(settings: Settings, names: list[str]) -> list[dict[str, object]]:
+    """Partition count and config of existing topics (for ``topics describe``)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    try:
+        meta = admin.describe_topics(names)
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        )
+        by_topic = configs.get("topic", {}) if isinstance(configs, dict) else {}
+        return [
+            {
+                "topic": topic["name"],
+                "partitions": len(topic["partitions"]),
+                "error_code": topic.get("error_code", 0),
+                "config": {
+                    key: entry.get("value")
+                    for key, entry in by_topic.get(topic["name"], {}).items()
+                    if key in ("cleanup.policy", "retention.ms")
+                },
+            }
+            for topic in meta
+        ]
+    finally:
+        admin.close()
+
+
+def list_topics(settings: Settings) -> list[str]:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    try:
+        return sorted(t for t in admin.list_topics() if t.startswith(settings.topic_prefix))
+    finally:
+        admin.close()

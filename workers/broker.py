@@ -1,0 +1,317 @@
+"""The embedded default: a single-node KRaft Apache Kafka run from Maven Central's jars.
+
+``EmbeddedBroker(settings)`` fetches the broker's classpath once per Kafka version into
+``<cache_dir>/kafka/<version>`` (Maven, with the ``pom.xml`` shipped beside this module),
+formats storage once under ``<state_dir>/broker`` and runs ``kafka.Kafka`` as a detached
+process whose data survives ``stop``/``start``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from distillery.errors import BrokerError
+from distillery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_DOCKER_HINT = "or run Kafka with `docker compose up` instead"
+_MIN_JAVA = 17
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    kafka_version: str
+    data_dir: str
+    log_file: str
+
+
+class EmbeddedBroker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.broker_dir
+        self.jars = settings.kafka_jar_dir
+        self.data_dir = self.home / "data"
+        self.pid_file = self.home / "broker.pid"
+        self.log_file = self.home / "broker.log"
+        self.properties = self.home / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.settings.broker_port}"
+
+    # --- tools and jars ----------------------------------------------------------------
+    def check_tools(self, need_maven: bool) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError(f"Java {_MIN_JAVA}+ is not installed; install it, {_DOCKER_HINT}",
+                              retriable=False)
+        version = _java_major(java)
+        if version is not None and version < _MIN_JAVA:
+            raise BrokerError(
+                f"Java {version} found, Kafka 4 needs Java {_MIN_JAVA}+; {_DOCKER_HINT}",
+                retriable=False,
+            )
+        if need_maven and shutil.which("mvn") is None:
+            raise BrokerError(
+                f"Maven (mvn) is not installed; it fetches Kafka's jars once; install it, "
+                f"{_DOCKER_HINT}",
+                retriable=False,
+            )
+
+    def jars_ready(self) -> bool:
+        return (self.jars / ".complete").is_file()
+
+    def fetch_jars(self) -> None:
+        """Fetch Kafka's jars with Maven into the cache (once per Kafka version)."""
+        if self.jars_ready():
+            return
+        self.check_tools(need_maven=True)
+        self.jars.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.jars.parent) as tmp:
+            pom = Path(tmp) / "pom.xml"
+            pom.write_text(_package_file("pom.xml"), encoding="utf-8")
+            out = Path(tmp) / "libs"
+            log.info("fetching Apache Kafka %s jars from Maven Central (once)",
+                     self.settings.kafka_version)
+            cmd = [
+                "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+                f"-Dkafka.version={self.settings.kafka_version}",
+                f"-DoutputDirectory={out}", "-DincludeScope=runtime",
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+                raise BrokerError(
+                    f"Maven could not fetch Kafka {self.settings.kafka_version}: "
+                    + " | ".join(tail)
+                )
+            (out / ".complete").write_text(self.settings.kafka_version, encoding="utf-8")
+            if self.jars.exists():
+                shutil.rmtree(self.jars)
+            os.replace(out, self.jars)
+
+    # --- life cycle --------------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        return BrokerStatus(
+            running=pid is not None and self.answers(),
+            pid=pid,
+            bootstrap=self.bootstrap,
+            kafka_version=self.settings.kafka_version,
+            data_dir=str(self.data_dir),
+            log_file=str(self.log_file),
+        )
+
+    def start(self) -> bool:
+        """Start the broker; returns False if it was already running. Returns when it answers."""
+        if self.pid() is not None:
+            self.wait_until_ready(self.settings.broker_start_timeout_s)
+            return False
+        self.check_tools(need_maven=not self.jars_ready())
+        for port in (self.settings.broker_port, self.settings.broker_controller_port):
+            if not _port_free(port):
+                raise BrokerError(
+                    f"port {port} on 127.0.0.1 is already in use by another process; stop it "
+                    "or choose another port with DISTILLERY_BROKER_PORT / "
+                    "DISTILLERY_BROKER_CONTROLLER_PORT",
+                    retriable=False,
+                )
+        self.fetch_jars()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._write_properties()
+        self._format_once()
+        self._spawn()
+        self.wait_until_ready(self.settings.broker_start_timeout_s)
+        return True
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker; returns False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            log.warning("broker %s did not stop in %.0fs: killing it", pid, timeout_s)
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def logs(self, lines: int = 50) -> list[str]:
+        if not self.log_file.is_file():
+            return []
+        return self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+
+    def answers(self) -> bool:
+        """True when the broker serves metadata on its listener."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
+                client_id="distillery-probe",
+            )
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                tail = " | ".join(self.logs(5))
+                raise BrokerError(f"the broker exited while starting; log tail: {tail}")
+            if _port_open(self.settings.broker_port) and self.answers():
+                return
+            time.sleep(0.5)
+        raise BrokerError(f"the broker did not answer within {timeout_s:.0f}s; see {self.log_file}")
+
+    # --- internals ---------------------------------------------------------------------
+    def _write_properties(self) -> None:
+        s = self.settings
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{s.broker_controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{s.broker_port},"
+            f"CONTROLLER://127.0.0.1:{s.broker_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.broker_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": str(s.topic_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "log.cleaner.backoff.ms": "1000",
+        }
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        self.properties.write_text(text, encoding="utf-8")
+
+    def _java(self) -> list[str]:
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(_package_file("log4j2.properties"), encoding="utf-8")
+        return [
+            "java", f"-Xmx{self.settings.broker_heap}", f"-Xms{self.settings.broker_heap}",
+            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", str(self.jars / "*"),
+        ]
+
+    def _format_once(self) -> None:
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cluster_file = self.home / "cluster.id"
+        if not cluster_file.is_file():
+            cluster_file.write_text(_cluster_id(), encoding="utf-8")
+        cmd = self._java() + [
+            "kafka.tools.StorageTool", "format", "-t", cluster_file.read_text().strip(),
+            "-c", str(self.properties), "--ignore-formatted",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed: {done.stderr.strip()[-400:]}",
+                              retriable=False)
+
+    def _spawn(self) -> None:
+        cmd = self._java() + ["kafka.Kafka", str(self.properties)]
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )
+        self.pid_file.write_text(str(proc.pid), encoding="utf-8")
+        log.info("embedded Kafka %s starting (pid %s) on %s", self.settings.kafka_version,
+                 proc.pid, self.bootstrap)
+
+
+def _package_file(name: str) -> str:
+    return resources.files("workers").joinpath("broker_files", name).read_text(encoding="utf-8")
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _java_major(java: str) -> int | None:
+    done = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        return state != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
