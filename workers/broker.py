@@ -246,7 +246,8 @@ class EmbeddedBroker:
         if not cluster_file.is_file():
             cluster_file.write_text(_cluster_id(), encoding="utf-8")
         cmd = self._java() + [
-            "kafka.tools.StorageTool", "format", "-t", cluster_file.read_text().strip(),
+            # "--cluster-id=ID" in one argument: a base64 id may start with "-".
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_file.read_text().strip()}",
             "-c", str(self.properties), "--ignore-formatted",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -93,7 +93,7 @@ def to_record(
                 data["metadata"][key] = "" if value is None else str(value)
         else:
             data[key] = value  # an unknown field: validation names it
-    if "id" in fields and not data.get("id"):
+    if "id" in fields and data.get("id") is None:  # absent: generate; empty: a rejection
         data["id"] = uuid.uuid4().hex
     for key, value in list(data.items()):
         if value == "" and key in fields and not fields[key].is_required():
