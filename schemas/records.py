@@ -51,7 +51,10 @@ def _check_text(value: str, info: ValidationInfo, *, allow_empty: bool = False) 
 class Record(BaseModel):
     """Base of every record: frozen, strict about unknown fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True,
+        ser_json_bytes="base64", val_json_bytes="base64",
+    )
     avro_name: ClassVar[str]
 
     @field_validator("id", "task", check_fields=False)

@@ -1,0 +1,56 @@
+"""Announce which student version serves a task, on the compacted ``models`` topic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distillery.errors import BrokerError
+from distillery.settings import Settings
+from schemas.records import ModelAnnouncement
+from schemas.serde import encode
+from streams.topics import MODELS_TOPIC
+
+
+def announcement_for(
+    task: str,
+    version: str,
+    directory: Path,
+    sha256: str,
+    labels: list[str],
+    metrics: dict[str, float],
+    action: str = "promote",
+) -> ModelAnnouncement:
+    return ModelAnnouncement(
+        task=task,
+        version=version,
+        uri=directory.resolve().as_uri(),
+        sha256=sha256,
+        labels=labels,
+        metrics={k: float(v) for k, v in metrics.items()},
+        action=action,  # type: ignore[arg-type]
+    )
+
+
+def publish_announcement(settings: Settings, announcement: ModelAnnouncement) -> None:
+    """Send one announcement, keyed by task, and wait until the broker has it."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    producer: Any = None
+    try:
+        producer = KafkaProducer(acks="all", client_id="distillery-announce",
+                                 **settings.kafka_python_kwargs())
+        future = producer.send(
+            settings.topic(MODELS_TOPIC), key=announcement.task.encode("utf-8"),
+            value=encode(announcement),
+        )
+        future.get(timeout=30)
+    except KafkaError as exc:
+        raise BrokerError(
+            f"could not announce {announcement.task} {announcement.version} on "
+            f"{settings.topic(MODELS_TOPIC)}: {exc}"
+        ) from exc
+    finally:
+        if producer is not None:
+            producer.close()

@@ -1,0 +1,228 @@
+"""The classify worker: a faust app with one thin agent per task.
+
+Each agent takes micro-batches of raw events (``take_events(n, within=s)``), hands them to
+``process_batch`` (plain code: decode, one ``predict_many``, route) and sends what it
+returns, keyed by event id. Nothing raises out of an agent body (faust would ack the events
+and lose them): a failed send is retried until it succeeds, and the batch is flushed before
+faust acks it, so delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from distillery.settings import Settings
+from distillery.tasks import TaskConfig
+from schemas.records import Record
+from schemas.serde import encode
+from streams.decode import Item, RawEvent, decode_event
+from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
+from streams.metrics import ClassifyMetrics
+from streams.routing import Policy, Routed, route_batch
+from streams.topics import DEADLETTER_TOPIC
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes | None, bytes]  # (topic, key, value)
+
+
+@dataclass
+class TaskRuntime:
+    task: TaskConfig
+    holder: ModelHolder
+    policy: Policy
+    max_text_chars: int
+    metrics: ClassifyMetrics
+    topics: dict[str, str] = field(default_factory=dict)  # role -> full topic name
+
+
+def process_batch(rt: TaskRuntime, raws: list[RawEvent]) -> list[Output]:
+    """Decode, predict and route one batch. Never raises for bad input."""
+    name = rt.task.name
+    rt.metrics.events_in.labels(task=name).inc(len(raws))
+    rt.metrics.batch_size.labels(task=name).observe(len(raws))
+    items: list[Item] = []
+    out: list[Output] = []
+    for raw in raws:
+        decoded = decode_event(rt.task, raw, rt.max_text_chars)
+        if isinstance(decoded, Item):
+            items.append(decoded)
+        else:
+            rt.metrics.dead.labels(task=name, reason=decoded.error_kind).inc()
+            out.append((rt.topics["deadletter"], raw.key, encode(decoded)))
+    started = time.perf_counter()
+    try:
+        routed = route_batch(rt.task, rt.holder.current, items, rt.policy)
+    except Exception:  # the student failed at run time: the teacher decides the batch
+        log.exception("task %s: student inference failed; deferring the batch", name)
+        routed = route_batch(rt.task, None, items, rt.policy)
+    rt.metrics.inference.labels(task=name).observe(time.perf_counter() - started)
+    for r in routed:
+        out.extend(_outputs(rt, r))
+    return out
+
+
+def _outputs(rt: TaskRuntime, routed: Routed) -> list[Output]:
+    key = routed.item.record.id.encode("utf-8")
+    out: list[Output] = []
+    if routed.decision is not None:
+        rt.metrics.decided.labels(task=rt.task.name).inc()
+        out.append((rt.topics["results"], key, encode(routed.decision)))
+    if routed.request is not None:
+        rt.metrics.deferred.labels(task=rt.task.name, reason=routed.request.reason).inc()
+        out.append((rt.topics["teacher"], key, encode(routed.request)))
+    return out
+
+
+def raw_event(event: Any) -> RawEvent:
+    message = event.message
+    timestamp = getattr(message, "timestamp", None)
+    return RawEvent(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=float(timestamp) * 1000.0 if timestamp else None,
+    )
+
+
+class ClassifyApp:
+    """Builds the faust app for some tasks and owns what its agents share."""
+
+    def __init__(
+        self, settings: Settings, tasks: list[TaskConfig], loader: Loader | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = ClassifyMetrics()
+        self.app = self._make_faust_app()
+        loader = loader or default_loader(settings)
+        self.runtimes: dict[str, TaskRuntime] = {}
+        for task in tasks:
+            holder = ModelHolder(task.name, loader, self.metrics.serving)
+            policy = Policy(
+                audit_rate=_first(task.policy.audit_rate, settings.audit_rate),
+                critical_floor=_first(task.policy.critical_floor, settings.critical_floor),
+            )
+            rt = TaskRuntime(task, holder, policy, settings.max_text_chars, self.metrics)
+            rt.topics = {
+                "input": settings.topic(task.input_topic),
+                "results": settings.topic(task.results_topic),
+                "teacher": settings.topic(task.teacher_topic),
+                "deadletter": settings.topic(DEADLETTER_TOPIC),
+            }
+            self.runtimes[task.name] = rt
+            self._add_agent(rt)
+        self.follower = AnnouncementFollower(
+            settings, {name: rt.holder for name, rt in self.runtimes.items()}
+        )
+        self._add_services()
+
+    def _make_faust_app(self) -> faust.App:
+        s = self.settings
+        (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+        app = faust.App(
+            f"{s.topic_prefix}distillery-classify",
+            broker=f"kafka://{s.kafka_bootstrap.split(',')[0]}",
+            broker_credentials=None,
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=s.topic_partitions,
+            topic_allow_declare=False,
+            consumer_auto_offset_reset="earliest",
+            web_port=s.web_port,
+            web_host="127.0.0.1",
+            datadir=str(s.state_dir / "faust"),
+            broker_session_timeout=30.0,
+            broker_heartbeat_interval=3.0,
+            producer_acks=-1,
+            producer_linger=0.005,
+            stream_wait_empty=False,
+        )
+        app.conf.broker_consumer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"
+        app.conf.broker_producer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"
+        return app
+
+    def _add_agent(self, rt: TaskRuntime) -> None:
+        app = self.app
+        source = app.topic(rt.topics["input"], value_serializer="raw", key_serializer="raw")
+        sinks = {
+            name: app.topic(name, value_serializer="raw", key_serializer="raw")
+            for name in {rt.topics["results"], rt.topics["teacher"], rt.topics["deadletter"]}
+        }
+        s = self.settings
+
+        async def classify(stream: Any) -> None:
+            await self.follower.ready.wait()
+            async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+                outputs = process_batch(rt, [raw_event(e) for e in events])
+                await self._send_all(sinks, outputs)
+
+        classify.__name__ = f"classify_{rt.task.name}"
+        classify.__qualname__ = classify.__name__
+        app.agent(source, name=f"classify-{rt.task.name}", concurrency=1)(classify)
+
+    async def _send_all(self, sinks: dict[str, Any], outputs: list[Output]) -> None:
+        """Send and flush a batch's outputs; retry until they are out (never raise)."""
+        delay = 0.2
+        while True:
+            try:
+                for topic, key, value in outputs:
+                    await sinks[topic].send(key=key, value=value, force=True)
+                await self.app.producer.flush()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker trouble: retry, do not let faust ack a loss
+                log.warning("sending a batch failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _add_services(self) -> None:
+        app = self.app
+
+        @app.task
+        async def follow_models() -> None:
+            while True:
+                try:
+                    await self.follower.run()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("model follower stopped (%s); restarting in 2s", exc)
+                    await asyncio.sleep(2.0)
+
+        @app.timer(interval=5.0)
+        async def measure_lag() -> None:
+            consumer = app.consumer
+            for tp in consumer.assignment():
+                try:
+                    position = await consumer.position(tp)
+                    lag = max(0, consumer.highwater(tp) - (position or 0))
+                except Exception:  # not assigned any more, or not fetched yet
+                    continue
+                self.metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            return web.bytes(self.metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def run_worker(settings: Settings, tasks: list[TaskConfig], loglevel: str = "INFO") -> None:
+    """Run the classify worker until SIGTERM/SIGINT (faust drains, flushes and commits)."""
+    classify = ClassifyApp(settings, tasks)
+    worker = faust.Worker(classify.app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+__all__ = ["ClassifyApp", "Record", "TaskRuntime", "process_batch", "run_worker"]

@@ -1,0 +1,66 @@
+"""Raw Kafka bytes of an input topic to a validated input record, or a dead letter.
+
+Nothing here raises: every event becomes either an ``Item`` or a ``DeadLetter`` that
+carries the original bytes, the source topic, partition, offset and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distillery.errors import SerializationError, ValidationError
+from distillery.tasks import TaskConfig
+from schemas.records import INPUT_TYPES, DeadLetter, InputRecord
+from schemas.serde import decode
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: float | None = None  # Kafka record timestamp, for end-to-end latency
+
+
+@dataclass(frozen=True)
+class Item:
+    record: InputRecord
+    text: str
+    raw: RawEvent
+
+
+def dead_letter(task: str | None, raw: RawEvent, kind: str, message: str) -> DeadLetter:
+    return DeadLetter(
+        task=task,
+        source_topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value or b"",
+        error_kind=kind,
+        message=message[:2000],
+    )
+
+
+def decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item | DeadLetter:
+    """One event to an ``Item`` (record + the text the student reads) or a ``DeadLetter``."""
+    if not raw.value:
+        return dead_letter(task.name, raw, "empty", "the message has no value")
+    cls = INPUT_TYPES[task.schema_name]
+    try:
+        record = decode(raw.value, cls, max_text_chars=max_text_chars)
+    except SerializationError as exc:
+        return dead_letter(task.name, raw, "undecodable", str(exc))
+    except ValidationError as exc:
+        kind = "oversized" if "over the cap" in str(exc) else "invalid"
+        return dead_letter(task.name, raw, kind, str(exc))
+    text = record.text_of(task.text_fields)
+    if not text.strip():
+        return dead_letter(task.name, raw, "invalid", "the task's text fields are empty")
+    if len(text) > max_text_chars:
+        return dead_letter(
+            task.name, raw, "oversized", f"text is {len(text)} characters, over {max_text_chars}"
+        )
+    return Item(record=record, text=text, raw=raw)

@@ -1,0 +1,118 @@
+"""The routing policy, as a plain function over a batch: no Kafka, no faust.
+
+For each decoded item and the student's prediction:
+
+* no student (cold start) → teacher, reason ``cold_start``;
+* a critical label predicted, or any critical label's probability above the floor →
+  teacher, reason ``critical``;
+* confidence under the predicted class's threshold → teacher, reason ``low_confidence``;
+* otherwise decided by the student (reason ``confident``); a deterministic share of those,
+  chosen from the id, is also sent to the teacher with reason ``audit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from distillery.tasks import TaskConfig
+from schemas.records import Decision, TeacherRequest
+from streams.decode import Item
+
+
+class StudentLike(Protocol):
+    version: str
+    labels: list[str]
+
+    def predict_many(self, texts: list[str]) -> Any: ...
+
+    def accepts(self, predictions: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    audit_rate: float
+    critical_floor: float
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What one item turned into: a decision, a teacher request, or both (audit)."""
+
+    item: Item
+    decision: Decision | None
+    request: TeacherRequest | None
+
+
+def audit_selected(item_id: str, rate: float) -> bool:
+    """Deterministic from the id: the same item is always (or never) audited."""
+    if rate <= 0.0:
+        return False
+    digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < rate
+
+
+def _latency_ms(item: Item, now: datetime) -> float:
+    if item.raw.timestamp_ms is None:
+        return 0.0
+    return max(0.0, now.timestamp() * 1000.0 - item.raw.timestamp_ms)
+
+
+def _request(
+    task: TaskConfig, item: Item, reason: str, label: str | None, conf: float | None,
+    version: str | None, now: datetime,
+) -> TeacherRequest:
+    return TeacherRequest(
+        id=item.record.id, task=task.name, text=item.text, metadata=item.record.metadata,
+        student_label=label, student_confidence=conf, model_version=version,
+        reason=reason,  # type: ignore[arg-type]
+        requested_at=now,
+    )
+
+
+def route_batch(
+    task: TaskConfig, student: StudentLike | None, items: list[Item], policy: Policy
+) -> list[Routed]:
+    """Route a batch with one ``predict_many`` call."""
+    now = datetime.now(UTC)
+    if not items:
+        return []
+    if student is None:
+        return [
+            Routed(item, None, _request(task, item, "cold_start", None, None, None, now))
+            for item in items
+        ]
+    predictions = student.predict_many([item.text for item in items])
+    accepted = student.accepts(predictions)
+    critical_ids = [i for i, name in enumerate(student.labels) if name in task.critical_labels]
+    probs = np.asarray(predictions.probs)
+    critical_mass = (
+        probs[:, critical_ids].max(axis=1) if critical_ids else np.zeros(len(items))
+    )
+    out: list[Routed] = []
+    for i, item in enumerate(items):
+        label = str(predictions.labels[i])
+        conf = float(predictions.confidence[i])
+        if label in task.critical_labels or critical_mass[i] >= policy.critical_floor:
+            reason = "critical"
+        elif not bool(accepted[i]):
+            reason = "low_confidence"
+        else:
+            decision = Decision(
+                id=item.record.id, task=task.name, label=label, confidence=min(conf, 1.0),
+                decided_by="student", model_version=student.version, reason="confident",
+                latency_ms=_latency_ms(item, now), cost=0.0, decided_at=now,
+            )
+            audit = None
+            if audit_selected(item.record.id, policy.audit_rate):
+                audit = _request(task, item, "audit", label, conf, student.version, now)
+            out.append(Routed(item, decision, audit))
+            continue
+        out.append(
+            Routed(item, None, _request(task, item, reason, label, conf, student.version, now))
+        )
+    return out
