@@ -144,6 +144,9 @@ class ClassifyApp:
             producer_acks=-1,
             producer_linger=0.005,
             stream_wait_empty=False,
+            # Commit often: at-least-once means a crash re-processes what was not committed.
+            broker_commit_every=max(100, s.batch_size * 4),
+            broker_commit_interval=1.0,
         )
         app.conf.broker_consumer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"
         app.conf.broker_producer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"

@@ -1,0 +1,83 @@
+"""Helpers for stream tests: run the classify worker as a real process, read what came out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import Settings
+from schemas.records import Decision, DeadLetter, TeacherRequest
+from schemas.serde import decode
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
+    env.update({
+        "DISTILLERY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "DISTILLERY_TOPIC_PREFIX": settings.topic_prefix,
+        "DISTILLERY_REGISTRY_ROOT": str(settings.registry_root),
+        "DISTILLERY_STATE_DIR": str(settings.state_dir),
+        "DISTILLERY_WEB_PORT": str(free_port()),
+        "DISTILLERY_STUDENT_BUCKETS": str(settings.student_buckets),
+        "DISTILLERY_BATCH_WITHIN_S": "0.05",
+        "DISTILLERY_AUDIT_RATE": str(settings.audit_rate),
+        **extra,
+    })
+    return env
+
+
+def start_classify(settings: Settings, log_file: Path, tasks: tuple[str, ...] = ("tickets",),
+                   **extra: str) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "workers.cli", "worker", "classify"]
+    for task in tasks:
+        args += ["--task", task]
+    out = open(log_file, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(args, env=worker_env(settings, **extra), cwd=REPO, stdout=out,
+                            stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+def read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every message of a topic, from the beginning to its current end."""
+    from workers.trainer.consume import read_range
+
+    return asyncio.run(read_range(settings, [settings.topic(topic)]))
+
+
+def collect(settings: Settings, task_results: str, task_teacher: str, want_ids: set[str],
+            want_dead: int, timeout_s: float = 120) -> dict[str, Any]:
+    """Poll the three output topics until every wanted id and dead letter came out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        decisions = [decode(m.value, Decision) for m in read_all(settings, task_results)]
+        requests = [decode(m.value, TeacherRequest) for m in read_all(settings, task_teacher)]
+        dead = [decode(m.value, DeadLetter) for m in read_all(settings, "deadletter")]
+        seen = {d.id for d in decisions} | {r.id for r in requests if r.reason != "audit"}
+        if (want_ids <= seen and len(dead) >= want_dead) or time.monotonic() > deadline:
+            return {
+                "decisions": decisions, "requests": requests, "dead": dead,
+                "decision_counts": Counter(d.id for d in decisions),
+                "request_counts": Counter(r.id for r in requests),
+            }
+        time.sleep(1.0)
