@@ -1,0 +1,88 @@
+"""Slice evaluation: per-label precision/recall/F1, critical recall, metadata slices.
+
+``slice_report`` returns the JSON shape of DESIGN §9: ``accuracy``, ``macro_f1``,
+``slices`` (per label: ``precision``, ``recall``, ``f1``, ``support``) and
+``critical_recall`` (per critical label), plus ``confusion`` and ``metadata_slices``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+
+def _prf(true: np.ndarray, pred: np.ndarray, label: str) -> dict[str, float | int]:
+    tp = int(np.sum((pred == label) & (true == label)))
+    predicted = int(np.sum(pred == label))
+    support = int(np.sum(true == label))
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def slice_report(
+    y_true: list[str],
+    y_pred: list[str],
+    labels: list[str] | None = None,
+    critical: list[str] | None = None,
+    metadata: list[dict[str, str]] | None = None,
+    metadata_fields: list[str] | None = None,
+) -> dict[str, Any]:
+    true = np.asarray(y_true, dtype=object)
+    pred = np.asarray(y_pred, dtype=object)
+    names = list(labels) if labels else sorted(set(y_true) | set(y_pred))
+    names += sorted((set(y_true) | set(y_pred)) - set(names))
+    slices = {name: _prf(true, pred, name) for name in names}
+    present = [s for s in slices.values() if s["support"] > 0]
+    report: dict[str, Any] = {
+        "n": len(y_true),
+        "accuracy": float(np.mean(true == pred)) if len(true) else 0.0,
+        "macro_f1": float(np.mean([s["f1"] for s in present])) if present else 0.0,
+        "slices": slices,
+        "critical_recall": {c: slices[c]["recall"] for c in (critical or []) if c in slices},
+        "confusion": _confusion(true, pred, names),
+    }
+    if metadata and metadata_fields:
+        report["metadata_slices"] = _metadata_slices(true, pred, metadata, metadata_fields)
+    return report
+
+
+def _confusion(true: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, Any]:
+    index = {n: i for i, n in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)), dtype=int)
+    for t, p in zip(true, pred, strict=True):
+        matrix[index[t], index[p]] += 1
+    return {"labels": names, "matrix": matrix.tolist()}
+
+
+def _metadata_slices(true: np.ndarray, pred: np.ndarray, metadata: list[dict[str, str]],
+                     fields: list[str]) -> dict[str, dict[str, dict[str, float | int]]]:
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for field in fields:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, meta in enumerate(metadata):
+            if field in meta:
+                groups[str(meta[field])].append(i)
+        out[field] = {
+            value: {"accuracy": float(np.mean(true[idx] == pred[idx])), "support": len(idx)}
+            for value, idx in sorted(groups.items())
+        }
+    return out
+
+
+def report_table(report: dict[str, Any], title: str = "slices") -> Table:
+    critical = set(report.get("critical_recall", {}))
+    table = Table("label", "precision", "recall", "f1", "support",
+                  title=f"{title}: accuracy {report['accuracy']:.4f}, "
+                        f"macro-F1 {report['macro_f1']:.4f}")
+    for name, s in report["slices"].items():
+        if not s["support"] and not s["precision"]:
+            continue
+        mark = " (critical)" if name in critical else ""
+        table.add_row(name + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}",
+                      f"{s['f1']:.3f}", str(s["support"]))
+    return table

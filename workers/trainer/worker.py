@@ -1,0 +1,131 @@
+"""``distillery worker trainer``: verdicts and feedback into the store; periodic refreshes.
+
+A grouped aiokafka consumer applies each message to the ``TrainingStore`` (committing the
+store before the Kafka offsets, so a crash replays rather than loses), and a refresh runs
+every ``refresh_every_verdicts`` new verdicts or every ``refresh_every_minutes`` (when
+there is something new), in a thread so the consumer keeps its group membership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from distillery.settings import Settings
+from distillery.tasks import TaskConfig
+from workers.trainer.consume import apply_message
+from workers.trainer.store import TrainingStore
+
+log = logging.getLogger(__name__)
+
+Refresh = Callable[[TrainingStore], dict[str, Any]]
+
+
+class TrainerMetrics:
+    def __init__(self, task: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = {"task": task}
+        self.store_size = Gauge("distillery_trainer_store_verdicts", "Verdicts in the store",
+                                ["task"], registry=r).labels(**labels)
+        self.refreshes = Counter("distillery_trainer_refreshes_total", "Refreshes run",
+                                 ["task"], registry=r).labels(**labels)
+        self.promotions = Counter("distillery_trainer_promotions_total", "Versions promoted",
+                                  ["task"], registry=r).labels(**labels)
+        self.rejections = Counter("distillery_trainer_rejections_total", "Versions rejected",
+                                  ["task"], registry=r).labels(**labels)
+        self.last_refresh = Gauge("distillery_trainer_last_refresh_timestamp_seconds",
+                                  "When the last refresh ended", ["task"], registry=r
+                                  ).labels(**labels)
+
+
+def store_path(settings: Settings, task: TaskConfig) -> Any:
+    return settings.state_dir / "trainer" / f"{settings.topic_prefix}{task.name}.sqlite"
+
+
+class TrainerWorker:
+    def __init__(self, settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
+        self.settings = settings
+        self.task = task
+        self.refresh = refresh
+        self.store = TrainingStore(store_path(settings, task))
+        self.metrics = TrainerMetrics(task.name)
+        self.roles = {settings.topic(task.verdicts_topic): "verdicts",
+                      settings.topic(task.feedback_topic): "feedback"}
+        self.new_verdicts = int(self.store.get_meta("new_verdicts", "0"))
+        self.last_refresh = time.monotonic()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def due(self) -> bool:
+        if self.new_verdicts <= 0:
+            return False
+        if self.new_verdicts >= self.settings.refresh_every_verdicts:
+            return True
+        return time.monotonic() - self.last_refresh >= self.settings.refresh_every_minutes * 60
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            *self.roles, group_id=f"{self.settings.topic_prefix}distillery-trainer-{self.task.name}",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            **self.settings.aiokafka_kwargs(),
+        )
+        await consumer.start()
+        self.metrics.store_size.set(self.store.counts()["verdicts"])
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if batch:
+                    self._apply(batch)
+                    await consumer.commit()
+                if self.due():
+                    await asyncio.to_thread(self.run_refresh)
+        finally:
+            await consumer.stop()
+            self.store.close()
+
+    def _apply(self, batch: dict[Any, list[Any]]) -> None:
+        for messages in batch.values():
+            for message in messages:
+                if apply_message(self.store, self.task, self.roles[message.topic], message):
+                    self.new_verdicts += 1
+        self.store.set_meta("new_verdicts", str(self.new_verdicts))
+        self.store.commit()
+        self.metrics.store_size.set(self.store.counts()["verdicts"])
+
+    def run_refresh(self) -> dict[str, Any]:
+        log.info("task %s: refreshing the student (%d new verdicts)", self.task.name,
+                 self.new_verdicts)
+        outcome = self.refresh(self.store)
+        self.metrics.refreshes.inc()
+        (self.metrics.promotions if outcome.get("promoted") else self.metrics.rejections).inc()
+        self.metrics.last_refresh.set(time.time())
+        self.new_verdicts = 0
+        self.store.set_meta("new_verdicts", "0")
+        self.last_refresh = time.monotonic()
+        return outcome
+
+
+def run_trainer(settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
+    """Run until SIGTERM/SIGINT; serves metrics on ``settings.metrics_port`` (0: off)."""
+    worker = TrainerWorker(settings, task, refresh)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(main())
