@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     student_threads: int = Field(1, ge=1)
     precision_target: float = Field(0.97, gt=0.0, le=1.0)
     min_class_support: int = Field(20, ge=1)
+    calibration_z: float = Field(1.0, ge=0.0)  # Wilson bound on precision; 0 = raw ratio
+    min_calibration: int = Field(50, ge=1)  # audit+gold verdicts needed to calibrate on them
     min_accuracy: float = Field(0.80, ge=0.0, le=1.0)
     min_critical_recall: float = Field(0.80, ge=0.0, le=1.0)
     gate_tolerance: float = Field(0.01, ge=0.0)

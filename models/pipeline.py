@@ -106,7 +106,8 @@ def train_version(
     c_labels = calib_labels if calib_labels else holdout_labels
     c_logits = logits_of(trained.net, featurizer, c_texts)
     cal = calibrate(c_logits, np.array([index[x] for x in c_labels]), len(trained.labels),
-                    settings.precision_target, settings.min_class_support)
+                    settings.precision_target, settings.min_class_support,
+                    z=settings.calibration_z)
     model = export_onnx(trained.net, cal.temperature)
     parity = check_parity(model, trained.net, cal.temperature, featurizer, holdout_texts[:256])
     h_probs = softmax(logits_of(trained.net, featurizer, holdout_texts), cal.temperature)

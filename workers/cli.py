@@ -29,7 +29,9 @@ def _register_all() -> None:
     from workers import cli_kafka
 
     registrars: list[Callable[[typer.Typer], None]] = [cli_kafka.register]
-    for optional in ("cli_student", "cli_streams", "cli_teacher", "cli_trainer", "cli_main"):
+    for optional in (
+        "cli_student", "cli_streams", "cli_teacher", "cli_trainer", "cli_generate", "cli_main"
+    ):
         try:
             module = __import__(f"workers.{optional}", fromlist=["register"])
         except ModuleNotFoundError as exc:
