@@ -1,0 +1,226 @@
+"""From a teacher request to an ``Outcome``, through the call policies; and the records.
+
+``Resolver.resolve`` calls the teacher under bounded concurrency, the budget and the
+circuit breaker, retries retriable failures with backoff, retries an invalid answer once,
+and falls back to the student's carried prediction when the task allows it. Its rules:
+
+- an invalid answer (not one of the labels) is asked again once, then dead-lettered;
+- a non-retriable failure (HTTP 4xx, unknown item) is dead-lettered at once;
+- a retriable failure is retried ``max_retries`` times with backoff. If the retries run
+  out while the breaker is closed (the endpoint answers other items: this item is the
+  problem) it is dead-lettered; while the breaker is open (an outage) the item waits;
+- while the teacher is unavailable (breaker open or budget spent) a request waits, unless
+  the task's ``policy.fallback`` is on, the request is not critical (nor an audit), carries
+  a student label, and is older than ``policy.deadline_s``: then it is decided by fallback;
+- a fatal failure (bad key, model or URL) is raised: the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from distillery.tasks import TaskConfig
+from schemas.records import Decision, DecisionReason, TeacherRequest, TeacherVerdict
+from workers.teacher.base import Teacher, TeacherAnswer, TeacherCallError
+from workers.teacher.metrics import TeacherMetrics
+from workers.teacher.policy import (
+    BREAKER_STATE_VALUE,
+    Budget,
+    CircuitBreaker,
+    Clock,
+    RetryPolicy,
+)
+from workers.teacher.store import Outcome
+
+log = logging.getLogger(__name__)
+
+
+class Abandoned(Exception):
+    """The worker is stopping: this request is left uncommitted, to be redelivered."""
+
+
+@dataclass
+class _Tally:
+    calls: int = 0
+    cost: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def add(self, cost: float, tokens_in: int, tokens_out: int) -> None:
+        self.calls += 1
+        self.cost += cost
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+
+
+def is_critical(request: TeacherRequest, task: TaskConfig) -> bool:
+    return request.reason == "critical" or request.student_label in task.critical_labels
+
+
+def may_fall_back(request: TeacherRequest, task: TaskConfig, now: float) -> bool:
+    """Fallback is allowed for this request now (``now``: wall-clock seconds)."""
+    return (
+        task.policy.fallback
+        and request.reason != "audit"
+        and not is_critical(request, task)
+        and request.student_label in task.label_names
+        and now - request.requested_at.timestamp() >= task.policy.deadline_s
+    )
+
+
+class Resolver:
+    def __init__(self, teacher: Teacher, task: TaskConfig, *, retry: RetryPolicy,
+                 breaker: CircuitBreaker, budget: Budget, metrics: TeacherMetrics,
+                 concurrency: int = 4, wall: Clock = time.time, poll_s: float = 0.05) -> None:
+        self.teacher = teacher
+        self.task = task
+        self.retry = retry
+        self.breaker = breaker
+        self.budget = budget
+        self.metrics = metrics
+        self.wall = wall
+        self.poll_s = poll_s
+        self.stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def available(self) -> bool:
+        """Could a call go out now, as far as the breaker and the budget are concerned?"""
+        self.refresh_gauges()
+        return self.breaker.state != "open" and self.budget.available()
+
+    def refresh_gauges(self) -> None:
+        self.metrics.breaker.set(BREAKER_STATE_VALUE[self.breaker.state])
+        self.metrics.budget_calls_left.set(self.budget.calls_left)
+        self.metrics.budget_cost_left.set(self.budget.cost_left)
+
+    async def resolve(self, request: TeacherRequest) -> Outcome:
+        started, tally = time.perf_counter(), _Tally()
+        retries = invalid = 0
+        while True:
+            answer = await self._attempt(request, tally)
+            if isinstance(answer, Outcome):
+                return answer
+            if isinstance(answer, TeacherAnswer):
+                return _answered(answer, tally, started)
+            exc = answer
+            if exc.fatal:
+                raise exc
+            if exc.kind == "invalid_answer":
+                invalid += 1
+                if invalid <= 1:
+                    log.info("request %s: invalid answer, asking once more: %s", request.id, exc)
+                    self.metrics.retries.inc()
+                    continue
+                return _dead(exc, tally, started)
+            if not exc.retriable:
+                return _dead(exc, tally, started)
+            if not self.retry.should_retry(retries):
+                if self.breaker.state == "closed":
+                    return _dead(exc, tally, started, f" (after {retries} retries)")
+                retries = 0  # an outage, not this item: wait for the teacher to come back
+            delay = self.retry.delay(retries, exc.retry_after_s)
+            retries += 1
+            self.metrics.retries.inc()
+            log.info("request %s: %s; retry %d in %.2fs", request.id, exc, retries, delay)
+            await self._sleep(delay)
+
+    async def _attempt(self, request: TeacherRequest,
+                       tally: _Tally) -> Outcome | TeacherAnswer | TeacherCallError:
+        """One call once the gate opens, or a fallback outcome while it stays shut."""
+        while True:
+            if not self.available() and may_fall_back(request, self.task, self.wall()):
+                return _fallback(request)
+            async with self._slots:
+                if self.stopping.is_set():
+                    raise Abandoned()
+                if self.budget.available() and self.breaker.allow():
+                    self.budget.try_acquire()
+                    return await self._call(request, tally)
+            await self._sleep(self.poll_s)
+
+    async def _call(self, request: TeacherRequest,
+                    tally: _Tally) -> TeacherAnswer | TeacherCallError:
+        try:
+            answer = await self.teacher.decide(request, self.task)
+        except TeacherCallError as exc:
+            tally.add(exc.cost, exc.tokens_in, exc.tokens_out)
+            self.budget.add_cost(exc.cost)
+            self.metrics.call(exc.kind, exc.cost, exc.tokens_in, exc.tokens_out)
+            self.metrics.failure(exc.kind)
+            if exc.retriable:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()  # it answered: it is up
+            return exc
+        except asyncio.CancelledError:
+            self.breaker.release_probe()
+            raise
+        tally.add(answer.cost, answer.tokens_in, answer.tokens_out)
+        self.budget.add_cost(answer.cost)
+        self.breaker.record_success()
+        self.metrics.call("ok", answer.cost, answer.tokens_in, answer.tokens_out)
+        self.metrics.latency.observe(answer.latency_ms / 1000)
+        return answer
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.stopping.is_set():
+            raise Abandoned()
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise Abandoned()
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _answered(answer: TeacherAnswer, tally: _Tally, started: float) -> Outcome:
+    return Outcome("answer", answer.label, answer.teacher_id, _elapsed_ms(started), tally.cost,
+                   tally.tokens_in, tally.tokens_out, tally.calls)
+
+
+def _dead(exc: TeacherCallError, tally: _Tally, started: float, suffix: str = "") -> Outcome:
+    return Outcome("dead", latency_ms=_elapsed_ms(started), cost=tally.cost,
+                   tokens_in=tally.tokens_in, tokens_out=tally.tokens_out, calls=tally.calls,
+                   error_kind=exc.kind, message=f"{exc}{suffix}")
+
+
+def _fallback(request: TeacherRequest) -> Outcome:
+    return Outcome("fallback", label=request.student_label or "",
+                   message="teacher unavailable past the task's deadline")
+
+
+def decision_reason(request: TeacherRequest) -> DecisionReason:
+    return "cold_start" if request.reason == "cold_start" else (
+        "critical" if request.reason == "critical" else "low_confidence")
+
+
+def records_for(request: TeacherRequest, outcome: Outcome,
+                task: TaskConfig) -> tuple[Decision | None, TeacherVerdict | None]:
+    """The decision and the verdict an outcome produces (a dead outcome produces neither)."""
+    if outcome.kind == "fallback":
+        confidence = min(1.0, max(0.0, request.student_confidence or 0.0))
+        return Decision(id=request.id, task=task.name, label=outcome.label,
+                        confidence=confidence, decided_by="fallback",
+                        model_version=request.model_version, reason="teacher_unavailable",
+                        latency_ms=outcome.latency_ms, cost=0.0), None
+    if outcome.kind != "answer":
+        return None, None
+    verdict = TeacherVerdict(
+        id=request.id, task=task.name, text=request.text, label=outcome.label,
+        teacher_id=outcome.teacher_id or "", student_label=request.student_label,
+        student_confidence=request.student_confidence, reason=request.reason,
+        latency_ms=outcome.latency_ms, cost=outcome.cost, tokens_in=outcome.tokens_in,
+        tokens_out=outcome.tokens_out)
+    if request.reason == "audit":
+        return None, verdict
+    decision = Decision(id=request.id, task=task.name, label=outcome.label, confidence=1.0,
+                        decided_by="teacher", teacher_id=outcome.teacher_id,
+                        reason=decision_reason(request), latency_ms=outcome.latency_ms,
+                        cost=outcome.cost)
+    return decision, verdict
