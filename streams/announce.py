@@ -54,3 +54,11 @@ def publish_announcement(settings: Settings, announcement: ModelAnnouncement) ->
     finally:
         if producer is not None:
             producer.close()
+
+
+def announce_manifest(settings: Settings, manifest: Any, action: str = "promote") -> None:
+    """Announce a registry manifest (``models.registry.Manifest``) as serving its task."""
+    publish_announcement(settings, announcement_for(
+        manifest.task, manifest.version, manifest.directory, manifest.sha256, manifest.labels,
+        manifest.metrics, action,
+    ))

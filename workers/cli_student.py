@@ -1,0 +1,227 @@
+"""Commands for the student: ``train``, ``models ...``, ``evaluate`` and ``bench student``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distillery.errors import ConfigError
+from distillery.settings import Settings, load_settings
+from distillery.tasks import get_task
+from workers.backtest import load_labelled
+from workers.cli_bench import bench_app
+from workers.cli_bench import register as register_bench
+
+models_app = typer.Typer(help="List, inspect, promote, roll back and prune student versions.",
+                         no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON")]
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name")]
+
+
+def _settings() -> Settings:
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    return load_settings()
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def _announce(settings: Settings, manifest: Any, action: str) -> None:
+    """Tell running workers; a registry without a reachable broker still changes (say so)."""
+    from distillery.errors import BrokerError
+    from streams.announce import announce_manifest
+
+    try:
+        announce_manifest(settings, manifest, action)
+        out.print(f"announced {manifest.task} {manifest.version} ({action}) on "
+                  f"{settings.topic('models')}")
+    except BrokerError as exc:
+        err.print(f"warning: not announced, running workers keep their model: {exc}")
+
+
+def train(
+    task: TaskOpt,
+    data: Annotated[Path, typer.Option(help="CSV or JSONL of labelled texts")],
+    text_col: Annotated[str, typer.Option(help="Text column")] = "text",
+    label_col: Annotated[str, typer.Option(help="Label column")] = "label",
+    holdout: Annotated[float, typer.Option(min=0.01, max=0.5, help="Holdout fraction")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    announce: Annotated[bool, typer.Option(help="Announce a promoted version on Kafka")] = True,
+    json_file: JsonOpt = None,
+) -> None:
+    """Train, calibrate and evaluate a student; publish it and serve it if it passes the gate."""
+    from models.evaluate import report_table
+    from models.pipeline import publish_and_promote, train_version
+
+    s = _settings()
+    t = get_task(s, task)
+    rows = load_labelled(data, text_col, label_col)
+    unknown = sorted({y for _, y in rows} - set(t.label_names))
+    if unknown:
+        raise ConfigError(f"labels not in task {task}: {', '.join(unknown[:5])}")
+    with err.status(f"training on {len(rows)} rows"):
+        result = train_version([x for x, _ in rows], [y for _, y in rows], task=t, settings=s,
+                               holdout_fraction=holdout, seed=seed)
+        manifest, decision = publish_and_promote(result, task=t, settings=s)
+    out.print(report_table(result.report, title=f"{task} {manifest.version} on the holdout"))
+    cal = result.calibration
+    out.print(f"temperature {cal.temperature:.3f}; expected coverage {cal.expected_coverage:.1%}"
+              f" at precision {cal.expected_precision:.3f} (target {s.precision_target})")
+    verdict = "promoted" if decision.passed else "published, not serving"
+    out.print(f"{manifest.version}: {verdict} — {decision.reason}")
+    if decision.passed and announce:
+        _announce(s, manifest, "promote")
+    _write_json(json_file, {**result.report, "version": manifest.version,
+                            "promoted": decision.passed, "gate_reason": decision.reason,
+                            "training_data": result.summary})
+
+
+def evaluate(
+    task: TaskOpt,
+    data: Annotated[Path, typer.Option(help="CSV or JSONL of labelled texts")],
+    text_col: Annotated[str, typer.Option(help="Text column")] = "text",
+    label_col: Annotated[str, typer.Option(help="Label column")] = "label",
+    version: Annotated[Optional[str], typer.Option(help="Version (default: serving)")] = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """Slice report of the serving (or given) student on labelled data."""
+    from models.evaluate import report_table, slice_report
+    from models.registry import Registry
+
+    s = _settings()
+    t = get_task(s, task)
+    rows = load_labelled(data, text_col, label_col)
+    student = Registry(s.registry_root).load_student(task, version, threads=s.student_threads)
+    predictions = student.predict_many([x for x, _ in rows])
+    report = slice_report([y for _, y in rows], predictions.labels, student.labels,
+                          t.critical_labels)
+    accepted = student.accepts(predictions)
+    report["coverage"] = float(accepted.mean()) if len(rows) else 0.0
+    out.print(report_table(report, title=f"{task} {student.version}"))
+    out.print(f"the student would decide {report['coverage']:.1%} of these alone")
+    _write_json(json_file, {**report, "version": student.version})
+
+
+@models_app.command("list")
+def models_list(task: Annotated[Optional[str], typer.Option("--task", "-t")] = None) -> None:
+    """Versions per task, which one serves, and their holdout figures."""
+    from models.registry import Registry
+
+    registry = Registry(_settings().registry_root)
+    table = Table("task", "version", "serving", "accuracy", "macro-F1", "gate", "created")
+    for name in [task] if task else registry.tasks():
+        serving = registry.state(name).get("serving")
+        for version in registry.versions(name):
+            m = registry.show(name, version)
+            rep = m.data.get("report", {})
+            table.add_row(name, version, "●" if version == serving else "",
+                          f"{rep.get('accuracy', 0):.3f}", f"{rep.get('macro_f1', 0):.3f}",
+                          "pass" if m.data.get("gate", {}).get("passed") else "fail",
+                          str(m.data.get("created_at", ""))[:19])
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(task: TaskOpt,
+                version: Annotated[Optional[str], typer.Argument()] = None) -> None:
+    """A version's manifest (default: the serving one)."""
+    from models.registry import Registry
+
+    registry = Registry(_settings().registry_root)
+    manifest = registry.show(task, version) if version else registry.serving(task)
+    if manifest is None:
+        raise ConfigError(f"no version of {task} serves yet")
+    typer.echo(json.dumps(manifest.data, indent=2))
+
+
+@models_app.command("promote")
+def models_promote(task: TaskOpt, version: Annotated[str, typer.Argument()]) -> None:
+    """Serve VERSION for TASK and announce it to running workers."""
+    from models.registry import Registry
+
+    s = _settings()
+    manifest = Registry(s.registry_root).promote(task, version)
+    out.print(f"{task}: {version} serves")
+    _announce(s, manifest, "promote")
+
+
+@models_app.command("rollback")
+def models_rollback(task: TaskOpt) -> None:
+    """Serve the previously serving version again and announce it."""
+    from models.registry import Registry
+
+    s = _settings()
+    manifest = Registry(s.registry_root).rollback(task)
+    out.print(f"{task}: rolled back to {manifest.version}")
+    _announce(s, manifest, "rollback")
+
+
+@models_app.command("prune")
+def models_prune(task: TaskOpt,
+                 keep: Annotated[Optional[int], typer.Option(min=1)] = None) -> None:
+    """Delete old versions, keeping the serving one and the newest N."""
+    from models.registry import Registry
+
+    s = _settings()
+    removed = Registry(s.registry_root).prune(task, keep or s.registry_keep)
+    out.print(f"{task}: removed {len(removed)} versions" + (f" ({', '.join(removed)})"
+                                                            if removed else ""))
+
+
+def _clinc_default() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150" / \
+        "data_full.json"
+
+
+@bench_app.command("student")
+def bench_student(
+    data: Annotated[Optional[Path], typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
+                                                      "train split if found)")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+    json_file: JsonOpt = None,
+) -> None:
+    """Featurise+infer items/s at batch 1, 32, 256 and training time, vs torch eager."""
+    from workers.bench_student import run_student_bench
+
+    s = _settings()
+    if data is not None:
+        rows = load_labelled(data)
+        cut = len(rows) - max(1, len(rows) // 10)
+        rows, held = rows[:cut], rows[cut:]
+    elif _clinc_default().is_file():
+        raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
+        rows, held = [(x, y) for x, y in raw["train"]], [(x, y) for x, y in raw["val"]]
+    else:
+        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run_student_bench(
+            s, [x for x, _ in rows], [y for _, y in rows],
+            ([x for x, _ in held], [y for _, y in held]), Path(tmp), repeats,
+            progress=lambda m: err.print(m))
+    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
+                  title=f"student, medians of {repeats} runs")
+    for b, rate in figures["items_per_s"].items():
+        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
+                      f"{figures['ratio_to_torch'][b]:.2f}×")
+    out.print(table)
+    out.print(f"training on {figures['train_examples']} examples: "
+              f"{figures['train_seconds']:.2f} s (median)")
+    _write_json(json_file, figures)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.add_typer(models_app, name="models")
+    register_bench(app)
