@@ -228,3 +228,22 @@ def default_settings() -> Settings:
 def setting_env_names() -> set[str]:
     """Every environment variable name the settings object understands."""
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {ENV_PREFIX + "CONFIG"}
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a child process that must see exactly these settings.
+
+    The parent's environment without its ``DISTILLERY_*`` variables, then every setting that
+    differs from its default as ``DISTILLERY_<NAME>``, then ``extra``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+    defaults = Settings.model_construct()
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None or value == getattr(defaults, name, object()):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[ENV_PREFIX + name.upper()] = str(value)
+    env.update(extra)
+    return env

@@ -30,7 +30,8 @@ def _register_all() -> None:
 
     registrars: list[Callable[[typer.Typer], None]] = [cli_kafka.register]
     for optional in (
-        "cli_student", "cli_streams", "cli_teacher", "cli_trainer", "cli_generate", "cli_main"
+        "cli_student", "cli_streams", "cli_teacher", "cli_trainer", "cli_generate",
+        "cli_report", "cli_main",
     ):
         try:
             module = __import__(f"workers.{optional}", fromlist=["register"])

@@ -50,7 +50,9 @@ class TrainingStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path))
+        # check_same_thread=False: refreshes read it from a worker thread while the
+        # consumer loop waits for them, never at the same time.
+        self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.executescript(_SCHEMA)
         self.db.commit()
 

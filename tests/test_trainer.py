@@ -1,0 +1,190 @@
+"""The trainer: gated refreshes, feedback over verdicts, a store rebuilt by replay, backtest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from distillery.settings import Settings
+from distillery.tasks import LabelSpec, TaskConfig
+from schemas.records import Feedback, TeacherVerdict
+from schemas.serde import encode
+from workers.trainer.consume import rebuild
+from workers.trainer.refresh import RefreshConfig, refresh_once
+from workers.trainer.store import TrainingStore
+from workers.trainer.worker import TrainerWorker
+
+INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
+           "pin_change", "freeze_account", "transfer"]
+CRITICAL = "report_fraud"
+
+
+@pytest.fixture(scope="module")
+def clinc(clinc_dir: Path) -> dict[str, list[list[str]]]:
+    return json.loads((clinc_dir / "data_full.json").read_text(encoding="utf-8"))
+
+
+def _task() -> TaskConfig:
+    return TaskConfig(name="intents", labels=[LabelSpec(name=n, critical=n == CRITICAL)
+                                              for n in INTENTS])
+
+
+def _verdicts(rows: list[list[str]], prefix: str, relabel: dict[str, str] | None = None,
+              reason: str = "low_confidence") -> list[TeacherVerdict]:
+    relabel = relabel or {}
+    return [TeacherVerdict(id=f"{prefix}{i}", task="intents", text=t, label=relabel.get(y, y),
+                           teacher_id="test", reason=reason)
+            for i, (t, y) in enumerate(rows) if y in INTENTS]
+
+
+def _store(tmp_path: Path, name: str, verdicts: list[TeacherVerdict],
+           feedback: list[Feedback] = ()) -> TrainingStore:
+    store = TrainingStore(tmp_path / f"{name}.sqlite")
+    for v in verdicts:
+        store.add_verdict(v)
+    for f in feedback:
+        store.add_feedback(f)
+    store.commit()
+    return store
+
+
+def test_refresh_promotes_a_better_student_and_rejects_a_critical_regression(
+    clinc: dict, tmp_path: Path
+) -> None:
+    settings = Settings(registry_root=tmp_path / "registry", student_buckets=1 << 16)
+    task = _task()
+    rows = [r for r in clinc["train"] if r[1] in INTENTS]
+    random.Random(0).shuffle(rows)
+    cfg = RefreshConfig(min_calibration=10_000)  # calibrate on the holdout here
+    announced: list[str] = []
+    weak = _store(tmp_path, "weak", _verdicts(rows[:80], "w"))
+    first = refresh_once(settings, task, [], *weak.examples(), cfg,
+                         announce=lambda m: announced.append(m.version))
+    assert first.promoted, first.reason
+    better = _store(tmp_path, "better", _verdicts(rows, "b"))
+    second = refresh_once(settings, task, [], *better.examples(), cfg,
+                          announce=lambda m: announced.append(m.version))
+    assert second.promoted, second.reason
+    # The teacher now mislabels every report_fraud item as card_declined: the critical
+    # slice's recall collapses on the (correct) time-ordered holdout, so the gate says no.
+    tail = rows[int(len(rows) * 0.85):]
+    poisoned = _verdicts(rows[: int(len(rows) * 0.85)], "p", {CRITICAL: "card_declined"})
+    poisoned += _verdicts(tail, "q")
+    bad = _store(tmp_path, "bad", poisoned)
+    # a loose overall tolerance, so that only the critical slice can stop this version
+    lenient = settings.model_copy(update={"gate_tolerance": 0.5})
+    third = refresh_once(lenient, task, [], *bad.examples(), cfg,
+                         announce=lambda m: announced.append(m.version))
+    assert not third.promoted and CRITICAL in third.reason, third.reason
+    assert announced == [first.version, second.version]
+
+
+def test_feedback_overrides_and_counts_contradicted_verdicts(tmp_path: Path) -> None:
+    verdicts = [TeacherVerdict(id=f"v{i}", task="intents", text=f"text {i}", label="balance",
+                               teacher_id="t", reason="low_confidence") for i in range(5)]
+    feedback = [Feedback(id="v1", task="intents", label="transfer"),
+                Feedback(id="v2", task="intents", label="balance"),
+                Feedback(id="other", task="intents", label="transfer")]
+    store = _store(tmp_path, "fb", verdicts, feedback)
+    examples, contradicted = store.examples()
+    assert contradicted == 1
+    by_id = {e.id: e for e in examples}
+    assert by_id["v1"].label == "transfer" and by_id["v1"].gold
+    assert by_id["v2"].gold and not by_id["v0"].gold
+    assert len(examples) == 5  # feedback without a verdict has no text to train on
+
+
+@pytest.mark.kafka
+def test_replaying_the_topics_rebuilds_the_live_store(kafka_settings: Settings,
+                                                      tmp_path: Path, clinc: dict) -> None:
+    task = TaskConfig(name="tickets", schema="ticket", labels=_task().labels)
+    s = kafka_settings
+    rows = [r for r in clinc["train"] if r[1] in INTENTS][:300]
+    verdicts = _verdicts(rows, "r")
+    verdicts = [v.model_copy(update={"task": "tickets"}) for v in verdicts]
+    redelivered = [v.model_copy(update={"label": "transfer"}) for v in verdicts[:20]]
+    feedback = [Feedback(id=v.id, task="tickets", label="balance") for v in verdicts[50:60]]
+    producer = KafkaProducer(acks="all", **s.kafka_python_kwargs())
+    for v in verdicts + redelivered:
+        producer.send(s.topic("tickets.verdicts"), key=v.id.encode(), value=encode(v))
+    producer.send(s.topic("tickets.verdicts"), key=b"junk", value=b"not avro")
+    for f in feedback:
+        producer.send(s.topic("tickets.feedback"), key=f.id.encode(), value=encode(f))
+    producer.flush()
+    producer.close()
+
+    refreshes: list[int] = []
+    live = TrainerWorker(s.model_copy(update={"refresh_every_verdicts": 100}), task,
+                         lambda store: refreshes.append(store.counts()["verdicts"]) or {})
+
+    async def run_live() -> None:
+        runner = asyncio.create_task(live.run())
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            if live.store.counts() == {"verdicts": 300, "feedback": 10, "refreshes": 0,
+                                       "promotions": 0} and live.new_verdicts == 0:
+                break
+        await asyncio.sleep(1.0)
+        live.stop()
+        await runner
+
+    live_rows = None
+
+    async def snapshot_live() -> None:
+        nonlocal live_rows
+        await run_live()
+
+    asyncio.run(snapshot_live())
+    live_store = TrainingStore(live.store.path)
+    live_rows = list(live_store.snapshot())
+    assert refreshes, "a refresh was triggered every 100 new verdicts"
+    rebuilt = TrainingStore(tmp_path / "rebuilt.sqlite")
+    asyncio.run(rebuild(s, task, rebuilt))
+    assert list(rebuilt.snapshot()) == live_rows
+    assert len(live_rows) == 300
+    labels = {i: y for i, _, y in live_rows}
+    assert labels["r0"] == "transfer"  # the redelivered (later) verdict wins
+    assert all(labels[v.id] == "balance" for v in verdicts[50:60])  # feedback wins
+    assert rebuilt.examples()[1] == live_store.examples()[1]
+
+
+@pytest.mark.slow
+def test_clinc150_backtest_student_takes_over_and_stays_accurate(
+    clinc: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.cli import main
+
+    rows = clinc["train"][:]
+    random.Random(0).shuffle(rows)
+    seen: dict[str, int] = {}
+    boot, stream = [], []
+    for text, label in rows:
+        if seen.get(label, 0) < 5:
+            seen[label] = seen.get(label, 0) + 1
+            boot.append({"text": text, "label": label})
+        else:
+            stream.append({"id": f"s{len(stream)}", "text": text, "label": label})
+    assert (len(boot), len(stream)) == (750, 14_250)
+    (tmp_path / "boot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in boot))
+    (tmp_path / "stream.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stream))
+    monkeypatch.setenv("DISTILLERY_STUDENT_BUCKETS", "65536")
+    out = tmp_path / "backtest.json"
+    with pytest.raises(SystemExit) as done:
+        main(["backtest", "--data", str(tmp_path / "stream.jsonl"), "--bootstrap",
+              str(tmp_path / "boot.jsonl"), "--id-col", "id", "--teacher-col", "label",
+              "--gold-col", "label", "--retrain-every", "500", "--precision-target", "0.96",
+              "--calibration-z", "0", "--min-accuracy", "0.6", "--volume-per-day", "100000",
+              "--teacher-cost-per-call", "0.002", "--json", str(out)])
+    assert done.value.code in (0, None)
+    figures = json.loads(out.read_text())
+    print({k: figures[k] for k in ("n", "teacher_call_fraction", "student_share", "accuracy")})
+    assert figures["n"] == 14_250
+    assert set(figures["discounted_accuracy"]) == {"0.05", "0.1", "0.2", "0.3"}
+    assert figures["student_share"] >= 0.75
+    assert figures["accuracy"] >= 0.95
+    assert figures["teacher_call_fraction"] >= 1 - figures["student_share"]

@@ -1,0 +1,211 @@
+"""``distillery worker trainer``, ``distillery replay`` and ``distillery backtest``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from distillery.errors import ConfigError
+from distillery.settings import Settings, load_settings
+from distillery.tasks import TaskConfig, get_task
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _refresher(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str, str]]) -> Any:
+    from streams.announce import announce_manifest
+    from workers.trainer.refresh import RefreshConfig, refresh_once, stamp
+    from workers.trainer.store import TrainingStore
+
+    def refresh(store: TrainingStore) -> dict[str, Any]:
+        examples, contradicted = store.examples()
+        outcome = refresh_once(
+            settings, task, bootstrap, examples, contradicted,
+            RefreshConfig(min_calibration=settings.min_calibration),
+            announce=lambda m: announce_manifest(settings, m, "promote"),
+        )
+        store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
+                             outcome.report)
+        logging.getLogger("distillery.trainer").info(
+            "task %s: refresh %s %s (%s); %d verdicts contradicted by feedback", task.name,
+            outcome.version, "promoted" if outcome.promoted else "rejected", outcome.reason,
+            contradicted)
+        return outcome.as_dict()
+
+    return refresh
+
+
+def trainer(
+    task: Annotated[str, typer.Option("--task", "-t")],
+    bootstrap: Annotated[Optional[Path], typer.Option(help="Labelled text,label file to start from")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the store from the topics first")] = False,
+) -> None:
+    """Consume verdicts and feedback into the training store; refresh the student periodically."""
+    from workers.backtest import load_labelled
+    from workers.trainer.consume import rebuild as rebuild_store
+    from workers.trainer.store import TrainingStore
+    from workers.trainer.worker import run_trainer, store_path
+
+    s = _settings()
+    t = get_task(s, task)
+    rows = load_labelled(bootstrap) if bootstrap else []
+    if rebuild:
+        path = store_path(s, t)
+        path.unlink(missing_ok=True)
+        store = TrainingStore(path)
+        count = asyncio.run(rebuild_store(s, t, store))
+        store.close()
+        err.print(f"rebuilt the training store from {count} messages")
+    run_trainer(s, t, _refresher(s, t, rows))
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an ISO 8601 time, got {value!r}") from exc
+    if stamp.tzinfo is None:
+        raise ConfigError(f"{name} needs a time zone, e.g. {value}+00:00")
+    return stamp
+
+
+def replay(
+    topic: Annotated[str, typer.Option(help="Topic to replay (with the prefix)")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    since: Annotated[Optional[str], typer.Option(help="ISO time to start from")] = None,
+    until: Annotated[Optional[str], typer.Option(help="ISO time to stop at")] = None,
+    retrain: Annotated[bool, typer.Option(help="Rebuild a training set from a verdicts topic and train")] = False,
+    to: Annotated[Optional[str], typer.Option(help="Re-score an input topic into this topic")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: from the topic)")] = None,
+) -> None:
+    """Replay a topic range to retrain (--retrain) or to re-score into another topic (--to)."""
+    from workers.replay import rescore, retrain_from
+
+    if retrain == (to is not None):
+        raise ConfigError("replay needs exactly one of --retrain or --to TOPIC")
+    if not from_beginning and since is None:
+        raise ConfigError("replay needs --from-beginning or --since TIME")
+    s = _settings()
+    t = get_task(s, task or _task_of(s, topic))
+    window = (_time(since, "--since"), _time(until, "--until"))
+    if retrain:
+        outcome = retrain_from(s, t, topic, *window)
+        out.print(f"{t.name}: {outcome['version']} "
+                  f"{'promoted' if outcome['promoted'] else 'rejected'} — {outcome['reason']}")
+    else:
+        assert to is not None
+        done = rescore(s, t, topic, to, *window)
+        out.print(f"re-scored {done['scored']} events into {to} with {done['version']} "
+                  f"({done['dead']} undecodable skipped)")
+
+
+def _task_of(s: Settings, topic: str) -> str:
+    from streams.topics import catalogue
+
+    for spec in catalogue(s):
+        if spec.name == topic and spec.task:
+            return spec.task
+    raise ConfigError(f"cannot tell the task of {topic!r}; pass --task")
+
+
+def backtest(
+    data: Annotated[Path, typer.Option(help="History: CSV or JSONL")],
+    teacher_col: Annotated[str, typer.Option(help="The teacher's recorded label")] = "label",
+    text_col: Annotated[str, typer.Option()] = "text",
+    id_col: Annotated[Optional[str], typer.Option()] = None,
+    gold_col: Annotated[Optional[str], typer.Option(help="Ground truth, if known")] = None,
+    bootstrap: Annotated[Optional[Path], typer.Option(help="Labelled text,label rows to start from")] = None,
+    retrain_every: Annotated[int, typer.Option(min=1, help="Teacher verdicts between refreshes")] = 500,
+    critical: Annotated[Optional[str], typer.Option(help="Critical labels, comma-separated")] = None,
+    shuffle: Annotated[Optional[int], typer.Option(help="Shuffle the history with this seed")] = None,
+    audit_rate: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
+    critical_floor: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
+    precision_target: Annotated[Optional[float], typer.Option(min=0.5, max=1.0)] = None,
+    calibration_z: Annotated[Optional[float], typer.Option(min=0.0)] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
+    volume_per_day: Annotated[Optional[float], typer.Option(min=0.0)] = None,
+    teacher_cost_per_call: Annotated[Optional[float], typer.Option(min=0.0)] = None,
+    via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
+    json_file: Annotated[Optional[Path], typer.Option("--json")] = None,
+) -> None:
+    """Run a recorded history through the routing, student and trainer; compare with the teacher."""
+    from workers.backtest import BacktestConfig, load_history, load_labelled, run_backtest
+
+    s = _settings(audit_rate=audit_rate, critical_floor=critical_floor,
+                  precision_target=precision_target, calibration_z=calibration_z,
+                  min_accuracy=min_accuracy)
+    history = load_history(data, text_col, id_col, teacher_col, gold_col)
+    boot = load_labelled(bootstrap) if bootstrap else []
+    cfg = BacktestConfig(retrain_every=retrain_every,
+                         critical=[c for c in (critical or "").split(",") if c],
+                         audit_rate=s.audit_rate, critical_floor=s.critical_floor,
+                         volume_per_day=volume_per_day,
+                         teacher_cost_per_call=teacher_cost_per_call)
+    if via_kafka:
+        from workers.backtest_kafka import run_via_kafka
+
+        figures = run_via_kafka(s, history, boot, cfg, shuffle, progress=err.print)
+    else:
+        with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), console=err, transient=True) as bar:
+            job = bar.add_task("", total=len(history))
+
+            def tick(done: int, state: dict[str, Any]) -> None:
+                bar.update(job, completed=done, description=(
+                    f"student {state['student_share']:.0%}, refreshes {state['refreshes']}"))
+
+            figures = run_backtest(s, history, boot, cfg, shuffle, progress=tick)
+    _print_backtest(figures)
+    if json_file:
+        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+
+def _print_backtest(f: dict[str, Any]) -> None:
+    table = Table("", "distilled", "teacher only", title=f"backtest over {f['n']} items")
+    table.add_row("teacher calls", f"{f['teacher_call_fraction']:.1%}", "100.0%")
+    table.add_row("accuracy" + f" (vs {f.get('accuracy_against', 'gold')})",
+                  f"{f['accuracy']:.4f}", f"{f['teacher_only_accuracy']:.4f}")
+    for lam, value in f["discounted_accuracy"].items():
+        table.add_row(f"discounted accuracy λ={lam}", f"{value:.4f}",
+                      f"{f['teacher_only_discounted_accuracy'][lam]:.4f}")
+    for label, recall in f["critical_recall"].items():
+        table.add_row(f"recall {label} (critical)", f"{recall:.3f}", "")
+    economics = f.get("economics") or {}
+    if economics:
+        table.add_row("teacher cost per day", f"{economics['distilled_cost_per_day']:,.2f}",
+                      f"{economics['teacher_only_cost_per_day']:,.2f}")
+    out.print(table)
+    pays = f["discounted_accuracy"]["0.1"] > f["teacher_only_discounted_accuracy"]["0.1"]
+    saving = economics.get("saving_per_day")
+    money = f", saving {saving:,.2f} a day" if saving is not None else ""
+    verdict = "pays" if pays else "does not pay"
+    out.print(f"verdict: distillation {verdict} here — the student decides "
+              f"{f['student_share']:.1%} at accuracy {f['accuracy']:.3f} against "
+              f"{f['teacher_only_accuracy']:.3f} for the teacher alone{money}")
+
+
+def register(app: typer.Typer) -> None:
+    from workers import cli_worker
+
+    cli_worker.worker_app.command("trainer")(trainer)
+    cli_worker.register(app)
+    app.command("replay")(replay)
+    app.command("backtest")(backtest)

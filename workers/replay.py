@@ -1,0 +1,77 @@
+"""Replaying topic ranges: rebuild a training set and train, or re-score inputs (backfill)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import Settings
+from distillery.tasks import TaskConfig
+from schemas.records import Decision
+from schemas.serde import encode
+from streams.decode import Item, RawEvent, decode_event
+from workers.trainer.consume import apply_message, read_range
+from workers.trainer.store import TrainingStore
+
+
+def retrain_from(settings: Settings, task: TaskConfig, topic: str, since: datetime | None,
+                 until: datetime | None) -> dict[str, Any]:
+    """Train a version from a verdicts topic range (plus its feedback topic), gate, announce."""
+    from streams.announce import announce_manifest
+    from workers.trainer.refresh import RefreshConfig, refresh_once
+
+    roles = {topic: "verdicts", settings.topic(task.feedback_topic): "feedback"}
+    messages = asyncio.run(read_range(settings, list(roles), since, until))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TrainingStore(Path(tmp) / "replay.sqlite")
+        for message in messages:
+            apply_message(store, task, roles[message.topic], message)
+        store.commit()
+        examples, contradicted = store.examples()
+        store.close()
+    outcome = refresh_once(settings, task, [], examples, contradicted,
+                           RefreshConfig(min_calibration=settings.min_calibration),
+                           announce=lambda m: announce_manifest(settings, m, "promote"))
+    return outcome.as_dict()
+
+
+def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
+            since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """Decide every input of a range with the serving student into ``target`` (keyed by id)."""
+    from kafka import KafkaProducer
+
+    from models.registry import Registry
+
+    student = Registry(settings.registry_root).load_student(task.name,
+                                                            threads=settings.student_threads)
+    messages = asyncio.run(read_range(settings, [source], since, until))
+    items: list[Item] = []
+    dead = 0
+    for m in messages:
+        decoded = decode_event(task, RawEvent(m.topic, m.partition, m.offset, m.key, m.value),
+                               settings.max_text_chars)
+        if isinstance(decoded, Item):
+            items.append(decoded)
+        else:
+            dead += 1
+    producer = KafkaProducer(acks="all", **settings.kafka_python_kwargs())
+    try:
+        for start in range(0, len(items), 1024):
+            batch = items[start:start + 1024]
+            predictions = student.predict_many([i.text for i in batch])
+            accepted = student.accepts(predictions)
+            for i, item in enumerate(batch):
+                decision = Decision(
+                    id=item.record.id, task=task.name, label=predictions.labels[i],
+                    confidence=min(1.0, float(predictions.confidence[i])), decided_by="student",
+                    model_version=student.version,
+                    reason="confident" if accepted[i] else "low_confidence",
+                )
+                producer.send(target, key=item.record.id.encode(), value=encode(decision))
+        producer.flush()
+    finally:
+        producer.close()
+    return {"scored": len(items), "dead": dead, "version": student.version}
