@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     def _prefix_is_topic_safe(cls, value: str) -> str:
         bad = [c for c in value if not (c.isalnum() or c in "._-")]
         if bad:
-            raise ValueError(f"topic prefix may hold only letters, digits and . _ - (got {value!r})")
+            raise ValueError(
+                f"topic prefix may hold only letters, digits and . _ - (got {value!r})"
+            )
         return value
 
     @classmethod

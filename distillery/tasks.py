@@ -63,7 +63,7 @@ class TaskConfig(BaseModel):
     text_fields: list[str] = Field(default_factory=list)
     labels: list[LabelSpec] = Field(min_length=2)
     instructions: str = "Classify the item into exactly one of the labels."
-    policy: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    policy: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> TaskConfig:
@@ -101,7 +101,8 @@ class TaskConfig(BaseModel):
 
 
 def _labels(*items: tuple[str, str] | tuple[str, str, bool]) -> list[LabelSpec]:
-    return [LabelSpec(name=i[0], description=i[1], critical=bool(i[2:] and i[2])) for i in items]
+    return [LabelSpec(name=i[0], description=i[1], critical=len(i) > 2 and bool(i[-1]))
+            for i in items]
 
 
 TICKETS = TaskConfig(

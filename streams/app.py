@@ -129,7 +129,7 @@ class ClassifyApp:
         (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
         app = faust.App(
             f"{s.topic_prefix}distillery-classify",
-            broker=f"kafka://{s.kafka_bootstrap.split(',')[0]}",
+            broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
             broker_credentials=None,
             value_serializer="raw",
             key_serializer="raw",
@@ -148,8 +148,6 @@ class ClassifyApp:
             broker_commit_every=max(100, s.batch_size * 4),
             broker_commit_interval=1.0,
         )
-        app.conf.broker_consumer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"
-        app.conf.broker_producer = f"kafka://{','.join(s.kafka_bootstrap.split(','))}"
         return app
 
     def _add_agent(self, rt: TaskRuntime) -> None:

@@ -48,7 +48,8 @@ def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) ->
         ):
             specs.append(TopicSpec(settings.topic(name), schema, n, dict(retention), task.name))
     specs.append(
-        TopicSpec(settings.topic(MODELS_TOPIC), "model_announcement", 1, {"cleanup.policy": "compact"})
+        TopicSpec(settings.topic(MODELS_TOPIC), "model_announcement", 1,
+                  {"cleanup.policy": "compact"})
     )
     specs.append(TopicSpec(settings.topic(DEADLETTER_TOPIC), "dead_letter", n, dict(retention)))
     return specs

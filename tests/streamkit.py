@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.settings import Settings
-from schemas.records import Decision, DeadLetter, TeacherRequest
+from schemas.records import DeadLetter, Decision, TeacherRequest
 from schemas.serde import decode
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,8 @@ def _own_broker(tmp_path: Path) -> EmbeddedBroker:
         broker_controller_port=_free_port(),
         topic_prefix="restart.",
     )
-    return EmbeddedBroker(settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{settings.broker_port}"}))
+    bootstrap = f"127.0.0.1:{settings.broker_port}"
+    return EmbeddedBroker(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
 
 
 @pytest.mark.kafka

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError as PydanticValidationError
 
 from distillery.errors import ConfigError
 from distillery.settings import Settings, load_settings, setting_env_names
@@ -24,7 +25,7 @@ def test_settings_are_frozen_and_read_the_prefixed_environment(
     assert s.kafka_bootstrap == "kafka:9092"
     assert "sk-secret" not in repr(s)
     assert s.teacher_api_key is not None and s.teacher_api_key.get_secret_value() == "sk-secret"
-    with pytest.raises(Exception):
+    with pytest.raises(PydanticValidationError):
         s.kafka_bootstrap = "other:1"  # type: ignore[misc]
 
 

@@ -105,7 +105,8 @@ def test_mixed_stream_routes_every_event_once_with_the_right_reason(
     raws = [RawEvent("t", 0, 0, None, None) for _ in items]
     expected = {
         r.item.record.id: r
-        for r in route_batch(task, student, [Item(i, i.text, raw) for i, raw in zip(items, raws)],
+        for r in route_batch(task, student,
+                             [Item(i, i.text, raw) for i, raw in zip(items, raws, strict=True)],
                              Policy(AUDIT_RATE, s.critical_floor))
     }
     decided, requests = out["decision_counts"], out["request_counts"]

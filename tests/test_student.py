@@ -14,13 +14,11 @@ import pytest
 from distillery.errors import ModelError, RegistryError
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
-from models.calibrate import softmax
 from models.export import check_parity
 from models.featurize import Featurizer, FeaturizerConfig
 from models.pipeline import gate, publish_and_promote, train_version
 from models.registry import Registry
 from models.runtime import Student
-from models.train import logits_of
 
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
            "pin_change", "freeze_account", "transfer"]
@@ -206,7 +204,7 @@ def test_cli_train_evaluate_and_models(clinc: dict, tmp_path: Path,
     data = tmp_path / "train.jsonl"
     texts, ys = _rows(clinc, "train", INTENTS)
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n"
-                            for t, y in zip(texts, ys)), encoding="utf-8")
+                            for t, y in zip(texts, ys, strict=True)), encoding="utf-8")
     for key, value in {"REGISTRY_ROOT": str(tmp_path / "reg"), "TASKS_FILE": str(tasks),
                        "STUDENT_BUCKETS": "65536",
                        "KAFKA_BOOTSTRAP": "127.0.0.1:1"}.items():

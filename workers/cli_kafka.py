@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -51,7 +51,7 @@ def broker_stop() -> None:
 
 @broker_app.command("status")
 def broker_status(
-    json_file: Annotated[Optional[Path], typer.Option("--json", help="Write as JSON")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write as JSON")] = None,
 ) -> None:
     """Say whether the embedded broker runs, where, and where its data and log are."""
     from workers.broker import EmbeddedBroker
@@ -102,7 +102,7 @@ def topics_list() -> None:
 
 
 @topics_app.command("describe")
-def topics_describe(names: Annotated[Optional[list[str]], typer.Argument()] = None) -> None:
+def topics_describe(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Partitions and config of topics (default: the whole catalogue)."""
     from streams.topics import catalogue, describe_topics, list_topics
 
@@ -131,9 +131,9 @@ def _schema_of(s: Settings, topic: str, schema: str | None) -> str:
 def produce(
     topic: Annotated[str, typer.Argument(help="Topic, with the prefix")],
     file: Annotated[str, typer.Argument(help="JSONL or CSV file, or - for standard input")],
-    schema: Annotated[Optional[str], typer.Option(help="Record schema for a topic the catalogue does not know")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl or csv (default: from the file name)")] = None,
-    map_: Annotated[Optional[list[str]], typer.Option("--map", help="FIELD=COLUMN, repeatable")] = None,
+    schema: Annotated[str | None, typer.Option(help="Record schema for a topic the catalogue does not know")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl or csv (default: from the file name)")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN, repeatable")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Exit 0 even if lines were rejected")] = False,
 ) -> None:
     """Validate, Avro-encode and produce every line of FILE to TOPIC, keyed by id."""
@@ -161,9 +161,9 @@ def produce(
 def consume(
     topic: Annotated[str, typer.Argument(help="Topic, with the prefix")],
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    max_: Annotated[Optional[int], typer.Option("--max", min=1, help="Stop after N records")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Stop after S seconds with no record")] = None,
-    group: Annotated[Optional[str], typer.Option(help="Consumer group (commits offsets)")] = None,
+    max_: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N records")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after S seconds with no record")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (commits offsets)")] = None,
 ) -> None:
     """Print a topic's records as JSON lines; undecodable ones go to stderr as error lines."""
     from workers.kafka_cli_ops import consume_topic

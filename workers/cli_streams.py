@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,8 +13,8 @@ from distillery.tasks import load_tasks
 
 
 def classify(
-    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task to classify (repeatable; default: all)")] = None,
-    web_port: Annotated[Optional[int], typer.Option(help="Port of the worker's web server and /metrics")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Task to classify (repeatable; default: all)")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server and /metrics")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
 ) -> None:
     """Classify input topics with the student; route to results, teacher and dead-letter topics."""

@@ -6,7 +6,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ models_app = typer.Typer(help="List, inspect, promote, roll back and prune stude
                          no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON")]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name")]
 
 
@@ -92,7 +92,7 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="CSV or JSONL of labelled texts")],
     text_col: Annotated[str, typer.Option(help="Text column")] = "text",
     label_col: Annotated[str, typer.Option(help="Label column")] = "label",
-    version: Annotated[Optional[str], typer.Option(help="Version (default: serving)")] = None,
+    version: Annotated[str | None, typer.Option(help="Version (default: serving)")] = None,
     json_file: JsonOpt = None,
 ) -> None:
     """Slice report of the serving (or given) student on labelled data."""
@@ -114,7 +114,7 @@ def evaluate(
 
 
 @models_app.command("list")
-def models_list(task: Annotated[Optional[str], typer.Option("--task", "-t")] = None) -> None:
+def models_list(task: Annotated[str | None, typer.Option("--task", "-t")] = None) -> None:
     """Versions per task, which one serves, and their holdout figures."""
     from models.registry import Registry
 
@@ -134,7 +134,7 @@ def models_list(task: Annotated[Optional[str], typer.Option("--task", "-t")] = N
 
 @models_app.command("show")
 def models_show(task: TaskOpt,
-                version: Annotated[Optional[str], typer.Argument()] = None) -> None:
+                version: Annotated[str | None, typer.Argument()] = None) -> None:
     """A version's manifest (default: the serving one)."""
     from models.registry import Registry
 
@@ -169,7 +169,7 @@ def models_rollback(task: TaskOpt) -> None:
 
 @models_app.command("prune")
 def models_prune(task: TaskOpt,
-                 keep: Annotated[Optional[int], typer.Option(min=1)] = None) -> None:
+                 keep: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """Delete old versions, keeping the serving one and the newest N."""
     from models.registry import Registry
 
@@ -186,7 +186,7 @@ def _clinc_default() -> Path:
 
 @bench_app.command("student")
 def bench_student(
-    data: Annotated[Optional[Path], typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
+    data: Annotated[Path | None, typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
                                                       "train split if found)")] = None,
     repeats: Annotated[int, typer.Option(min=1)] = 5,
     json_file: JsonOpt = None,

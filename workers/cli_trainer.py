@@ -7,7 +7,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,7 +53,7 @@ def _refresher(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str, 
 
 def trainer(
     task: Annotated[str, typer.Option("--task", "-t")],
-    bootstrap: Annotated[Optional[Path], typer.Option(help="Labelled text,label file to start from")] = None,
+    bootstrap: Annotated[Path | None, typer.Option(help="Labelled text,label file to start from")] = None,
     rebuild: Annotated[bool, typer.Option(help="Rebuild the store from the topics first")] = False,
 ) -> None:
     """Consume verdicts and feedback into the training store; refresh the student periodically."""
@@ -90,11 +90,11 @@ def _time(value: str | None, name: str) -> datetime | None:
 def replay(
     topic: Annotated[str, typer.Option(help="Topic to replay (with the prefix)")],
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    since: Annotated[Optional[str], typer.Option(help="ISO time to start from")] = None,
-    until: Annotated[Optional[str], typer.Option(help="ISO time to stop at")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time to start from")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time to stop at")] = None,
     retrain: Annotated[bool, typer.Option(help="Rebuild a training set from a verdicts topic and train")] = False,
-    to: Annotated[Optional[str], typer.Option(help="Re-score an input topic into this topic")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: from the topic)")] = None,
+    to: Annotated[str | None, typer.Option(help="Re-score an input topic into this topic")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task (default: from the topic)")] = None,
 ) -> None:
     """Replay a topic range to retrain (--retrain) or to re-score into another topic (--to)."""
     from workers.replay import rescore, retrain_from
@@ -130,21 +130,21 @@ def backtest(
     data: Annotated[Path, typer.Option(help="History: CSV or JSONL")],
     teacher_col: Annotated[str, typer.Option(help="The teacher's recorded label")] = "label",
     text_col: Annotated[str, typer.Option()] = "text",
-    id_col: Annotated[Optional[str], typer.Option()] = None,
-    gold_col: Annotated[Optional[str], typer.Option(help="Ground truth, if known")] = None,
-    bootstrap: Annotated[Optional[Path], typer.Option(help="Labelled text,label rows to start from")] = None,
+    id_col: Annotated[str | None, typer.Option()] = None,
+    gold_col: Annotated[str | None, typer.Option(help="Ground truth, if known")] = None,
+    bootstrap: Annotated[Path | None, typer.Option(help="Labelled text,label rows to start from")] = None,
     retrain_every: Annotated[int, typer.Option(min=1, help="Teacher verdicts between refreshes")] = 500,
-    critical: Annotated[Optional[str], typer.Option(help="Critical labels, comma-separated")] = None,
-    shuffle: Annotated[Optional[int], typer.Option(help="Shuffle the history with this seed")] = None,
-    audit_rate: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
-    critical_floor: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
-    precision_target: Annotated[Optional[float], typer.Option(min=0.5, max=1.0)] = None,
-    calibration_z: Annotated[Optional[float], typer.Option(min=0.0)] = None,
-    min_accuracy: Annotated[Optional[float], typer.Option(min=0.0, max=1.0)] = None,
-    volume_per_day: Annotated[Optional[float], typer.Option(min=0.0)] = None,
-    teacher_cost_per_call: Annotated[Optional[float], typer.Option(min=0.0)] = None,
+    critical: Annotated[str | None, typer.Option(help="Critical labels, comma-separated")] = None,
+    shuffle: Annotated[int | None, typer.Option(help="Shuffle the history with this seed")] = None,
+    audit_rate: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    critical_floor: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    precision_target: Annotated[float | None, typer.Option(min=0.5, max=1.0)] = None,
+    calibration_z: Annotated[float | None, typer.Option(min=0.0)] = None,
+    min_accuracy: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    volume_per_day: Annotated[float | None, typer.Option(min=0.0)] = None,
+    teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0)] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
-    json_file: Annotated[Optional[Path], typer.Option("--json")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Run a recorded history through the routing, student and trainer; compare with the teacher."""
     from workers.backtest import BacktestConfig, load_history, load_labelled, run_backtest

@@ -69,6 +69,7 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
                     confidence=min(1.0, float(predictions.confidence[i])), decided_by="student",
                     model_version=student.version,
                     reason="confident" if accepted[i] else "low_confidence",
+                    latency_ms=0.0, cost=0.0,
                 )
                 producer.send(target, key=item.record.id.encode(), value=encode(decision))
         producer.flush()

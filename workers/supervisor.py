@@ -77,21 +77,27 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
-    def run(self, until: float | None = None) -> None:
-        """Supervise until a signal (or ``until``, a monotonic deadline, for the demo)."""
+    def start(self) -> None:
+        for child in self.children:
+            child.start()
+        self._write_state()
+
+    def poll(self) -> None:
+        """Restart children that exited (with backoff); call this every half second or so."""
+        self._check_children()
+
+    def run(self) -> None:
+        """Supervise until SIGTERM/SIGINT, then stop the children and wait for them."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            for child in self.children:
-                child.start()
-            self._write_state()
-            while not self.stopping and (until is None or time.monotonic() < until):
-                self._check_children()
+            self.start()
+            while not self.stopping:
+                self.poll()
                 time.sleep(0.5)
         finally:
             self.shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            up_file(self.settings).unlink(missing_ok=True)
 
     def _check_children(self) -> None:
         now = time.monotonic()
@@ -130,6 +136,7 @@ class Supervisor:
                 log.warning("%s did not stop in time: killing it", child.name)
                 child.proc.kill()
                 child.proc.wait()
+        up_file(self.settings).unlink(missing_ok=True)
 
 
 def stop_running(settings: Settings, timeout_s: float = 60.0) -> bool:

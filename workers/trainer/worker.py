@@ -75,8 +75,9 @@ class TrainerWorker:
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        group = f"{self.settings.topic_prefix}distillery-trainer-{self.task.name}"
         consumer = AIOKafkaConsumer(
-            *self.roles, group_id=f"{self.settings.topic_prefix}distillery-trainer-{self.task.name}",
+            *self.roles, group_id=group,
             enable_auto_commit=False, auto_offset_reset="earliest",
             **self.settings.aiokafka_kwargs(),
         )

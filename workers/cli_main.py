@@ -1,0 +1,109 @@
+"""``distillery up | down | status | demo``: the whole system on one machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distillery.errors import ConfigError
+from distillery.settings import Settings, load_settings
+from distillery.tasks import TaskConfig, load_tasks
+
+out = Console()
+err = Console(stderr=True)
+TasksOpt = Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable; default: all)")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    return load_settings(**overrides)
+
+
+def _tasks(settings: Settings, names: list[str] | None) -> list[TaskConfig]:
+    known = load_tasks(settings)
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown task {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [known[n] for n in (names or sorted(known))]
+
+
+def up(task: TasksOpt = None) -> None:
+    """Start the broker (embedded unless configured), create the topics, run every worker."""
+    from workers.stack import children, prepare
+    from workers.supervisor import Supervisor
+
+    s = _settings()
+    tasks = _tasks(s, task)
+    s, _ = prepare(s, tasks)
+    logs = s.state_dir / "logs"
+    kids = children(s, tasks, logs)
+    out.print(f"distillery up on {s.kafka_bootstrap}: {', '.join(c.name for c in kids)}; "
+              f"logs in {logs}; stop with `distillery down` or Ctrl-C")
+    Supervisor(s, kids).run()
+
+
+def down(stop_broker: Annotated[bool, typer.Option(help="Also stop the embedded broker")] = True) -> None:
+    """Stop a running `distillery up` (and the embedded broker)."""
+    from workers.broker import EmbeddedBroker
+    from workers.supervisor import stop_running
+
+    s = _settings()
+    stopped = stop_running(s)
+    out.print("workers stopped" if stopped else "no `distillery up` was running")
+    if stop_broker and "kafka_bootstrap" not in s.model_fields_set:
+        out.print("embedded Kafka stopped" if EmbeddedBroker(s).stop()
+                  else "embedded Kafka was not running")
+
+
+def status(json_file: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """Each component, its consumer lag and the serving model per task."""
+    from workers.status import gather
+
+    s = _settings()
+    figures = gather(s, _tasks(s, None))
+    table = Table("component", "state", "detail", title="distillery status")
+    for row in figures["components"]:
+        table.add_row(row["name"], row["state"], row.get("detail", ""))
+    out.print(table)
+    if json_file:
+        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+
+def demo(
+    n: Annotated[int, typer.Option("--n", min=100, help="Events per task")] = 3000,
+    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second, all tasks")] = 200.0,
+    task: TasksOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the report goes")] = Path("distillery-demo"),
+    keep_running: Annotated[bool, typer.Option(help="Leave the workers and broker running")] = False,
+    json_file: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """The whole loop on synthetic streams with the oracle teacher, under its own topic prefix."""
+    from workers.demo import run_demo
+
+    s = _settings()
+    figures = run_demo(s, _tasks(s, task), n, rate, out_dir, keep_running, console=err)
+    table = Table("figure", "value", title="demo")
+    for key in ("events", "decided_by_student", "decided_by_teacher", "dead_lettered", "lost",
+                "model_versions", "student_share_last_1000", "seconds"):
+        value = figures[key]
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+    out.print(f"report: {figures['report']}")
+    if json_file:
+        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    if figures["lost"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("demo")(demo)

@@ -1,0 +1,60 @@
+"""Bringing the whole system up: the broker (embedded unless one is configured), the topics,
+and every worker of every task as supervised children."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from distillery.errors import BrokerError
+from distillery.settings import Settings, child_env
+from distillery.tasks import TaskConfig
+from streams.topics import create_topics
+from workers.broker import EmbeddedBroker
+from workers.supervisor import Child
+
+log = logging.getLogger(__name__)
+
+
+def ensure_broker(settings: Settings) -> tuple[Settings, EmbeddedBroker | None]:
+    """Use the configured cluster if ``DISTILLERY_KAFKA_BOOTSTRAP`` was set, else the embedded
+    broker (started if needed). Returns the settings to use and the broker started, if any."""
+    if "kafka_bootstrap" in settings.model_fields_set:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=5000).close()
+        except (KafkaError, OSError) as exc:
+            raise BrokerError(f"DISTILLERY_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does "
+                              f"not answer: {exc}") from exc
+        return settings, None
+    broker = EmbeddedBroker(settings)
+    started = broker.start()
+    local = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    return local, broker if started else None
+
+
+def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
+             bootstrap_files: dict[str, Path] | None = None) -> list[Child]:
+    """One classify worker for all tasks, a teacher and a trainer worker per task."""
+    env = child_env(settings)
+    out = [Child("classify", ["worker", "classify", *sum((["--task", t.name] for t in tasks),
+                                                         [])], env, logs / "classify.log")]
+    for task in tasks:
+        out.append(Child(f"teacher-{task.name}", ["worker", "teacher", "--task", task.name],
+                         child_env(settings, DISTILLERY_METRICS_PORT="0"),
+                         logs / f"teacher-{task.name}.log"))
+        trainer = ["worker", "trainer", "--task", task.name]
+        if bootstrap_files and task.name in bootstrap_files:
+            trainer += ["--bootstrap", str(bootstrap_files[task.name])]
+        out.append(Child(f"trainer-{task.name}", trainer,
+                         child_env(settings, DISTILLERY_METRICS_PORT="0"),
+                         logs / f"trainer-{task.name}.log"))
+    return out
+
+
+def prepare(settings: Settings, tasks: list[TaskConfig]) -> tuple[Settings, EmbeddedBroker | None]:
+    settings, broker = ensure_broker(settings)
+    create_topics(settings)
+    return settings, broker
