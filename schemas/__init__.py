@@ -3,8 +3,8 @@
 from schemas.records import (
     INPUT_TYPES,
     RECORD_TYPES,
-    Decision,
     DeadLetter,
+    Decision,
     Feedback,
     InputRecord,
     ModelAnnouncement,
