@@ -77,8 +77,8 @@ def status(json_file: Annotated[Path | None, typer.Option("--json")] = None) -> 
 
 
 def demo(
-    n: Annotated[int, typer.Option("--n", min=100, help="Events per task")] = 3000,
-    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second, all tasks")] = 200.0,
+    n: Annotated[int, typer.Option("--n", min=100, help="Events per task")] = 2000,
+    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second, all tasks")] = 100.0,
     task: TasksOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the report goes")] = Path("distillery-demo"),
     keep_running: Annotated[bool, typer.Option(help="Leave the workers and broker running")] = False,

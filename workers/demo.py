@@ -65,8 +65,10 @@ def _demo_settings(settings: Settings) -> Settings:
     home = settings.state_dir / "demo" / prefix.rstrip(".")
     return settings.model_copy(update={
         "topic_prefix": prefix, "teacher_kind": "oracle", "registry_root": home / "registry",
-        "refresh_every_verdicts": min(settings.refresh_every_verdicts, 300),
+        "refresh_every_verdicts": min(settings.refresh_every_verdicts, 200),
         "refresh_every_minutes": min(settings.refresh_every_minutes, 1.0),
+        # the oracle costs nothing: no budget should hold the demo back
+        "teacher_calls_per_minute": 1e6, "teacher_cost_per_hour": 1e6,
     })
 
 
@@ -78,6 +80,12 @@ def _consumer(settings: Settings, tasks: list[TaskConfig]) -> tuple[Any, dict[st
     roles[settings.topic("models")] = "models"
     consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
                              **settings.kafka_python_kwargs())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # fresh topics may take a moment to show in metadata
+        consumer.topics()
+        if all(consumer.partitions_for_topic(t) for t in roles):
+            break
+        time.sleep(0.5)
     parts = [TopicPartition(t, p) for t in roles for p in consumer.partitions_for_topic(t) or []]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
@@ -91,7 +99,7 @@ def _drain(consumer: Any, roles: dict[str, str], tally: Tally) -> None:
 
 
 def _view(tally: Tally, started: float, phase: str) -> Table:
-    elapsed = max(time.monotonic() - started, 1e-6)
+    elapsed = max(time.monotonic() - started, 1e-6)  # since the first event was produced
     table = Table("", "", title=f"distillery demo — {phase}")
     produced = len(tally.produced)
     table.add_row("events produced", f"{produced:,} ({produced / elapsed:,.0f}/s)")
@@ -121,9 +129,11 @@ def run_demo(settings: Settings, tasks: list[TaskConfig], n: int, rate: float, o
     try:
         streams = [(t, generate(t.name, n, seed=1, drift_at=0.7)) for t in tasks]
         producer = KafkaProducer(acks="all", linger_ms=5, **s.kafka_python_kwargs())
-        first = _view(tally, started, "producing")
+        produce_start = time.monotonic()
+        first = _view(tally, produce_start, "producing")
         with Live(first, console=console, refresh_per_second=4) as live:
             sent = 0
+            next_view = 0.0
             for i in range(n):
                 for task, items in streams:
                     item = items[i]
@@ -131,21 +141,24 @@ def run_demo(settings: Settings, tasks: list[TaskConfig], n: int, rate: float, o
                                   value=encode(item))
                     tally.produced.add(item.id)
                     sent += 1
-                    delay = started + sent / rate - time.monotonic()
-                    if delay > 0:
+                    if time.monotonic() >= next_view:  # keep the view fresh, 4 times a second
                         _drain(consumer, roles, tally)
                         supervisor.poll()
-                        live.update(_view(tally, started, "producing"))
-                        time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+                        live.update(_view(tally, produce_start, "producing"))
+                        next_view = time.monotonic() + 0.25
+                    delay = produce_start + sent / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
             producer.flush()
             producer.close()
             deadline = time.monotonic() + settle_s
             while tally.open_ids() and time.monotonic() < deadline:
                 _drain(consumer, roles, tally)
                 supervisor.poll()
-                live.update(_view(tally, started, "waiting for the last decisions"))
+                live.update(_view(tally, produce_start, "waiting for the last decisions"))
                 time.sleep(0.2)
-            live.update(_view(tally, started, "done"))
+            live.update(_view(tally, produce_start, "done"))
+        out_dir.mkdir(parents=True, exist_ok=True)
         page, figures = build_report(s, [t.name for t in tasks], out_dir,
                                      json_file=out_dir / "report.json")
     finally:
