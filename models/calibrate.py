@@ -34,8 +34,17 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+T_MIN, T_MAX = 0.5, 10.0
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood (a 1-D grid, then refined)."""
+    """The temperature in [T_MIN, T_MAX] minimising the negative log-likelihood.
+
+    A coarse grid on log T, then a finer one around the best point. The lower bound
+    matters: when the holdout is separable (every item right, common with few labels),
+    the NLL keeps falling as T → 0 and an unbounded fit saturates every probability to
+    0 or 1, which leaves nothing for the thresholds to work with.
+    """
     if len(y) == 0:
         return 1.0
 
@@ -43,10 +52,11 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         p = softmax(logits, t)[np.arange(len(y)), y]
         return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 60))
+    grid = np.exp(np.linspace(np.log(T_MIN), np.log(T_MAX), 40))
     best = float(min(grid, key=nll))
-    fine = np.exp(np.linspace(np.log(best) - 0.1, np.log(best) + 0.1, 21))
-    return float(min(fine, key=nll))
+    step = (np.log(T_MAX) - np.log(T_MIN)) / 39
+    fine = np.exp(np.linspace(np.log(best) - step, np.log(best) + step, 21))
+    return float(np.clip(min(fine, key=nll), T_MIN, T_MAX))
 
 
 def wilson_lower(correct: np.ndarray, total: np.ndarray, z: float) -> np.ndarray:

@@ -31,7 +31,15 @@ def slice_report(
     critical: list[str] | None = None,
     metadata: list[dict[str, str]] | None = None,
     metadata_fields: list[str] | None = None,
+    accepted: list[bool] | None = None,
 ) -> dict[str, Any]:
+    """Figures of ``y_pred`` against ``y_true``, in the JSON shape of DESIGN §9.
+
+    ``accepted`` (where the student would decide alone) adds ``coverage`` (their share) and
+    ``accepted_accuracy`` (the accuracy on them, i.e. the precision of accepting).
+    """
+    if len(y_true) != len(y_pred):
+        raise ValueError("y_true and y_pred differ in length")
     true = np.asarray(y_true, dtype=object)
     pred = np.asarray(y_pred, dtype=object)
     names = list(labels) if labels else sorted(set(y_true) | set(y_pred))
@@ -46,6 +54,11 @@ def slice_report(
         "critical_recall": {c: slices[c]["recall"] for c in (critical or []) if c in slices},
         "confusion": _confusion(true, pred, names),
     }
+    if accepted is not None:
+        mask = np.asarray(accepted, dtype=bool)
+        report["coverage"] = float(mask.mean()) if len(mask) else 0.0
+        report["accepted_accuracy"] = (float(np.mean(true[mask] == pred[mask]))
+                                       if mask.any() else 0.0)
     if metadata and metadata_fields:
         report["metadata_slices"] = _metadata_slices(true, pred, metadata, metadata_fields)
     return report
@@ -53,9 +66,10 @@ def slice_report(
 
 def _confusion(true: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, Any]:
     index = {n: i for i, n in enumerate(names)}
-    matrix = np.zeros((len(names), len(names)), dtype=int)
-    for t, p in zip(true, pred, strict=True):
-        matrix[index[t], index[p]] += 1
+    matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+    rows = np.fromiter((index[t] for t in true), dtype=np.int64, count=len(true))
+    cols = np.fromiter((index[p] for p in pred), dtype=np.int64, count=len(pred))
+    np.add.at(matrix, (rows, cols), 1)
     return {"labels": names, "matrix": matrix.tolist()}
 
 
@@ -85,4 +99,7 @@ def report_table(report: dict[str, Any], title: str = "slices") -> Table:
         mark = " (critical)" if name in critical else ""
         table.add_row(name + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}",
                       f"{s['f1']:.3f}", str(s["support"]))
+    if "coverage" in report:
+        table.caption = (f"coverage {report['coverage']:.3f} at accepted accuracy "
+                         f"{report['accepted_accuracy']:.3f}")
     return table

@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from distillery.errors import ModelError
+
+SCHEME = 1
+
 _BASE = np.uint64(0x100000001B3)  # the 64-bit FNV prime: odd, so invertible mod 2^64
 _BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _SEP = 0  # byte between items
@@ -31,6 +35,9 @@ for _c in b"abcdefghijklmnopqrstuvwxyz0123456789":
 _WORD[128:] = True
 
 
+_Part = tuple[np.ndarray, np.ndarray, bool]  # item index, hash, is a word unigram
+
+
 @dataclass(frozen=True)
 class FeaturizerConfig:
     buckets: int = 1 << 18
@@ -38,6 +45,7 @@ class FeaturizerConfig:
     char_min: int = 3
     char_max: int = 5
     word_bigrams: bool = True
+    scheme: int = 1  # the hashing scheme; a change of ids must bump it
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -60,58 +68,46 @@ class Featurizer:
 
     @classmethod
     def from_dict(cls, data: dict[str, int | bool]) -> Featurizer:
-        return cls(FeaturizerConfig(**data))  # type: ignore[arg-type]
+        """Rebuild from a manifest; a scheme this code does not implement is refused."""
+        config = FeaturizerConfig(**data)  # type: ignore[arg-type]
+        if config.scheme != SCHEME:
+            raise ModelError(f"featurizer scheme {config.scheme} is not supported "
+                             f"(this build implements scheme {SCHEME})")
+        return cls(config)
 
     def transform(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Padded ids int64 [n, L] and mask float32 [n, L], L = longest item (<= max_ids)."""
+        """Padded ids int64 [n, max_ids] and mask float32 [n, max_ids] (1.0 where id > 0).
+
+        An item with more than ``max_ids`` features keeps all its word unigrams first, then
+        a pseudo-random but stable subset of the rest (the smallest hashes), so that a long
+        text keeps a mix of bigrams and character n-grams instead of only the first kinds.
+        """
         n = len(texts)
-        items, ids = self._features(texts)
-        cfg = self.config
-        order = np.argsort(items, kind="stable")
-        items, ids = items[order], ids[order]
-        counts = np.bincount(items, minlength=n)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rank = np.arange(len(items)) - starts[items]
-        keep = rank < cfg.max_ids
-        width = int(min(cfg.max_ids, counts.max(initial=1)))
-        width = max(width, 1)
+        width = self.config.max_ids
         out = np.zeros((n, width), dtype=np.int64)
-        out[items[keep], rank[keep]] = ids[keep]
+        parts = self._features(texts) if n else []
+        if parts:
+            items, hashes, rank, unigram = _ranked(parts, n)
+            over = np.bincount(items, minlength=n) > width
+            if over.any():  # rare: re-rank the features of over-long items by priority
+                rank = _rerank(items, hashes, rank, unigram, over)
+            keep = rank < width
+            ids = (hashes[keep] % np.uint64(self.config.buckets)).astype(np.int64) + 1
+            out[items[keep], rank[keep]] = ids
         return out, (out > 0).astype(np.float32)
 
     # --- internals ----------------------------------------------------------------------
-    def _features(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        data = ("\x00".join(" " + t.lower() + " " for t in texts)).encode("utf-8", "replace")
-        raw = np.frombuffer(data, dtype=np.uint8)
+    def _features(self, texts: list[str]) -> list[_Part]:
+        """The features of every text, by kind; within a kind, grouped by item in order."""
+        data = "\x00".join(" " + t.lower().replace("\x00", " ") + " " for t in texts)
+        raw = np.frombuffer(data.encode("utf-8", "replace"), dtype=np.uint8)
         b = np.where(_WORD[raw], raw, np.uint8(_SPACE))
         b[raw == _SEP] = _SEP
         prev = np.concatenate(([_SEP], b[:-1]))
         b = b[~((b == _SPACE) & (prev == _SPACE))]  # fold runs of spaces
         item = np.cumsum(b == _SEP)  # item index of every byte
-        prefix, powers = self._prefix(b)
-        parts_items: list[np.ndarray] = []
-        parts_ids: list[np.ndarray] = []
-        for items, hashes in (*self._words(b, item, prefix, powers), *self._chars(b, item, prefix, powers)):
-            parts_items.append(items)
-            parts_ids.append(hashes)
-        items = np.concatenate(parts_items).astype(np.int64)
-        hashes = np.concatenate(parts_ids)
-        ids = (hashes % np.uint64(self.config.buckets)).astype(np.int64) + 1
-        return items, ids
-
-    @staticmethod
-    def _prefix(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        count = len(b) + 1
-        inv_powers = np.full(count, _BASE_INV, dtype=np.uint64)
-        inv_powers[0] = 1
-        powers = np.full(count, _BASE, dtype=np.uint64)
-        powers[0] = 1
-        with np.errstate(over="ignore"):
-            inv_powers = np.cumprod(inv_powers, dtype=np.uint64)
-            powers = np.cumprod(powers, dtype=np.uint64)
-            prefix = np.zeros(count, dtype=np.uint64)
-            prefix[1:] = np.cumsum(b.astype(np.uint64) * inv_powers[:-1], dtype=np.uint64)
-        return prefix, powers
+        prefix, powers = _prefix(b)
+        return self._words(b, item, prefix, powers) + self._chars(b, item, prefix, powers)
 
     @staticmethod
     def _span_hash(prefix: np.ndarray, powers: np.ndarray, start: np.ndarray,
@@ -121,7 +117,7 @@ class Featurizer:
             return (prefix[end] - prefix[start]) * powers[end - 1]
 
     def _words(self, b: np.ndarray, item: np.ndarray, prefix: np.ndarray,
-               powers: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+               powers: np.ndarray) -> list[_Part]:
         is_word = (b != _SPACE) & (b != _SEP)
         edges = np.diff(np.concatenate(([False], is_word, [False])).astype(np.int8))
         starts = np.flatnonzero(edges == 1)
@@ -130,17 +126,17 @@ class Featurizer:
             return []
         h = self._span_hash(prefix, powers, starts, ends)
         owner = item[starts]
-        out = [(owner, _mix(h ^ _SALT_WORD))]
+        out: list[_Part] = [(owner, _mix(h ^ _SALT_WORD), True)]
         if self.config.word_bigrams and len(starts) > 1:
             same = owner[1:] == owner[:-1]
             with np.errstate(over="ignore"):
                 pair = _mix(h[:-1] ^ _SALT_BIGRAM) * _BASE + h[1:]
-            out.append((owner[1:][same], _mix(pair[same] ^ _SALT_BIGRAM)))
+            out.append((owner[1:][same], _mix(pair[same] ^ _SALT_BIGRAM), False))
         return out
 
     def _chars(self, b: np.ndarray, item: np.ndarray, prefix: np.ndarray,
-               powers: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
+               powers: np.ndarray) -> list[_Part]:
+        out: list[_Part] = []
         seps = np.concatenate(([0], np.cumsum(b == _SEP)))  # separators before each index
         for n in range(self.config.char_min, self.config.char_max + 1):
             if len(b) < n:
@@ -152,5 +148,63 @@ class Featurizer:
             h = self._span_hash(prefix, powers, starts, ends)
             with np.errstate(over="ignore"):
                 salt = _SALT_CHAR + np.uint64(n)
-            out.append((item[starts], _mix(h ^ salt)))
+            out.append((item[starts], _mix(h ^ salt), False))
         return out
+
+
+_POWERS = np.ones(1, dtype=np.uint64)
+_INV_POWERS = np.ones(1, dtype=np.uint64)
+
+
+def _power_tables(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """P^i and P^-i mod 2^64 for i < count, computed once and grown on demand."""
+    global _POWERS, _INV_POWERS
+    if len(_POWERS) < count:
+        size = max(count, 2 * len(_POWERS), 1 << 16)
+        with np.errstate(over="ignore"):
+            powers = np.full(size, _BASE, dtype=np.uint64)
+            inverse = np.full(size, _BASE_INV, dtype=np.uint64)
+            powers[0] = inverse[0] = 1
+            _POWERS = np.cumprod(powers, dtype=np.uint64)
+            _INV_POWERS = np.cumprod(inverse, dtype=np.uint64)
+    return _POWERS[:count], _INV_POWERS[:count]
+
+
+def _prefix(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C[i] = sum_{j<i} b[j] P^-j (so that a window's hash is P^(end-1) (C[end] - C[start]))."""
+    powers, inverse = _power_tables(len(b) + 1)
+    prefix = np.zeros(len(b) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.cumsum(b.astype(np.uint64) * inverse[:-1], dtype=np.uint64, out=prefix[1:])
+    return prefix, powers
+
+
+def _ranked(parts: list[_Part], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                  np.ndarray]:
+    """Concatenate the parts with every feature's rank within its item (kind order)."""
+    base = np.zeros(n, dtype=np.int64)
+    ranks = []
+    for items, _hashes, _unigram in parts:
+        counts = np.bincount(items, minlength=n)
+        starts = np.cumsum(counts) - counts
+        ranks.append(np.arange(len(items)) - starts[items] + base[items])
+        base += counts
+    items = np.concatenate([p[0] for p in parts])
+    hashes = np.concatenate([p[1] for p in parts])
+    unigram = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+    return items, hashes, np.concatenate(ranks), unigram
+
+
+def _rerank(items: np.ndarray, hashes: np.ndarray, rank: np.ndarray, unigram: np.ndarray,
+            over: np.ndarray) -> np.ndarray:
+    """Ranks for items over the cap: unigrams first, then the rest by their hash."""
+    rank = rank.copy()
+    sel = np.flatnonzero(over[items])
+    priority = np.where(unigram[sel], np.uint64(0), (hashes[sel] >> np.uint64(25)) + 1)
+    key = (items[sel].astype(np.uint64) << np.uint64(40)) | priority
+    order = sel[np.argsort(key, kind="stable")]
+    sorted_items = items[order]
+    counts = np.bincount(sorted_items, minlength=len(over))
+    starts = np.cumsum(counts) - counts
+    rank[order] = np.arange(len(order)) - starts[sorted_items]
+    return rank

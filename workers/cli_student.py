@@ -15,7 +15,6 @@ from rich.table import Table
 from distillery.errors import ConfigError
 from distillery.settings import Settings, load_settings
 from distillery.tasks import get_task
-from workers.backtest import load_labelled
 from workers.cli_bench import bench_app
 from workers.cli_bench import register as register_bench
 
@@ -61,18 +60,26 @@ def train(
     json_file: JsonOpt = None,
 ) -> None:
     """Train, calibrate and evaluate a student; publish it and serve it if it passes the gate."""
+    from models.data import read_labelled
     from models.evaluate import report_table
     from models.pipeline import publish_and_promote, train_version
+    from models.registry import Registry
 
     s = _settings()
     t = get_task(s, task)
-    rows = load_labelled(data, text_col, label_col)
-    unknown = sorted({y for _, y in rows} - set(t.label_names))
+    rows = read_labelled(data, text_col, label_col)
+    unknown = sorted(set(rows.labels) - set(t.label_names))
     if unknown:
-        raise ConfigError(f"labels not in task {task}: {', '.join(unknown[:5])}")
-    with err.status(f"training on {len(rows)} rows"):
-        result = train_version([x for x, _ in rows], [y for _, y in rows], task=t, settings=s,
-                               holdout_fraction=holdout, seed=seed)
+        raise ConfigError(f"{data}: {len(unknown)} labels not in task {task}: "
+                          f"{', '.join(unknown[:5])}")
+    serving = Registry.from_settings(s).serving(task)  # its labels keep their places
+    with err.status(f"training on {len(rows)} rows") as status:
+        result = train_version(
+            rows.texts, rows.labels, task=t, settings=s, holdout_fraction=holdout, seed=seed,
+            parent_labels=serving.labels if serving else None,
+            on_epoch=lambda epoch, loss: status.update(
+                f"training on {len(rows)} rows: epoch {epoch}, holdout loss {loss:.4f}"))
+        status.update("calibrating, exporting, gating")
         manifest, decision = publish_and_promote(result, task=t, settings=s)
     out.print(report_table(result.report, title=f"{task} {manifest.version} on the holdout"))
     cal = result.calibration
@@ -96,19 +103,25 @@ def evaluate(
     json_file: JsonOpt = None,
 ) -> None:
     """Slice report of the serving (or given) student on labelled data."""
-    from models.evaluate import report_table, slice_report
+    from models.data import read_labelled
+    from models.evaluate import report_table
+    from models.pipeline import evaluate_student
     from models.registry import Registry
 
     s = _settings()
-    t = get_task(s, task)
-    rows = load_labelled(data, text_col, label_col)
+    get_task(s, task)  # an unknown task is one clear line
+    rows = read_labelled(data, text_col, label_col)
     student = Registry(s.registry_root).load_student(task, version, threads=s.student_threads)
-    predictions = student.predict_many([x for x, _ in rows])
-    report = slice_report([y for _, y in rows], predictions.labels, student.labels,
-                          t.critical_labels)
-    accepted = student.accepts(predictions)
-    report["coverage"] = float(accepted.mean()) if len(rows) else 0.0
+    fields = rows.slice_fields()
+    report = evaluate_student(student, rows.texts, rows.labels,
+                              [{k: m[k] for k in fields if k in m} for m in rows.metadata]
+                              if fields else None)
     out.print(report_table(report, title=f"{task} {student.version}"))
+    for field, groups in report.get("metadata_slices", {}).items():
+        table = Table(field, "accuracy", "support", title=f"by {field}")
+        for value, figures in groups.items():
+            table.add_row(value, f"{figures['accuracy']:.3f}", str(figures["support"]))
+        out.print(table)
     out.print(f"the student would decide {report['coverage']:.1%} of these alone")
     _write_json(json_file, {**report, "version": student.version})
 
@@ -145,26 +158,32 @@ def models_show(task: TaskOpt,
     typer.echo(json.dumps(manifest.data, indent=2))
 
 
+AnnounceOpt = Annotated[bool, typer.Option(help="Announce the change on the models topic")]
+
+
 @models_app.command("promote")
-def models_promote(task: TaskOpt, version: Annotated[str, typer.Argument()]) -> None:
+def models_promote(task: TaskOpt, version: Annotated[str, typer.Argument()],
+                   announce: AnnounceOpt = True) -> None:
     """Serve VERSION for TASK and announce it to running workers."""
     from models.registry import Registry
 
     s = _settings()
     manifest = Registry(s.registry_root).promote(task, version)
     out.print(f"{task}: {version} serves")
-    _announce(s, manifest, "promote")
+    if announce:
+        _announce(s, manifest, "promote")
 
 
 @models_app.command("rollback")
-def models_rollback(task: TaskOpt) -> None:
+def models_rollback(task: TaskOpt, announce: AnnounceOpt = True) -> None:
     """Serve the previously serving version again and announce it."""
     from models.registry import Registry
 
     s = _settings()
     manifest = Registry(s.registry_root).rollback(task)
     out.print(f"{task}: rolled back to {manifest.version}")
-    _announce(s, manifest, "rollback")
+    if announce:
+        _announce(s, manifest, "rollback")
 
 
 @models_app.command("prune")
@@ -174,7 +193,7 @@ def models_prune(task: TaskOpt,
     from models.registry import Registry
 
     s = _settings()
-    removed = Registry(s.registry_root).prune(task, keep or s.registry_keep)
+    removed = Registry.from_settings(s).prune(task, keep)
     out.print(f"{task}: removed {len(removed)} versions" + (f" ({', '.join(removed)})"
                                                             if removed else ""))
 
@@ -196,7 +215,10 @@ def bench_student(
 
     s = _settings()
     if data is not None:
-        rows = load_labelled(data)
+        from models.data import read_labelled
+
+        labelled = read_labelled(data)
+        rows = list(zip(labelled.texts, labelled.labels, strict=True))
         cut = len(rows) - max(1, len(rows) // 10)
         rows, held = rows[:cut], rows[cut:]
     elif _clinc_default().is_file():

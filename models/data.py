@@ -1,0 +1,99 @@
+"""Labelled data files for ``train`` and ``evaluate``: CSV or JSONL, text and label columns.
+
+Other columns become string metadata (for slices by metadata field). Every problem with a
+file is one ``ConfigError`` line naming the file and, where it helps, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillery.errors import ConfigError
+
+MAX_METADATA_VALUES = 50  # a column with more distinct values is not a useful slice
+
+
+@dataclass(frozen=True)
+class Labelled:
+    texts: list[str]
+    labels: list[str]
+    metadata: list[dict[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def slice_fields(self) -> list[str]:
+        """Metadata columns with few enough distinct values to slice by."""
+        values: dict[str, set[str]] = {}
+        for row in self.metadata:
+            for key, value in row.items():
+                values.setdefault(key, set()).add(value)
+        return sorted(k for k, v in values.items() if 1 < len(v) <= MAX_METADATA_VALUES)
+
+
+def read_labelled(path: Path, text_col: str = "text", label_col: str = "label") -> Labelled:
+    """Read a ``.csv`` or ``.jsonl`` (``.json`` lines) file of labelled texts."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _csv_rows(path)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        rows = _jsonl_rows(path)
+    else:
+        raise ConfigError(f"data file {path}: unknown format {suffix!r} (use .csv or .jsonl)")
+    if not rows:
+        raise ConfigError(f"data file {path} holds no rows")
+    return _columns(path, rows, text_col, label_col)
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"data file {path} is not readable CSV: {exc}") from exc
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data file {path} is not UTF-8: {exc.reason}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"data file {path}, line {number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"data file {path}, line {number}: not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _columns(path: Path, rows: list[dict[str, Any]], text_col: str,
+             label_col: str) -> Labelled:
+    texts, labels, metadata = [], [], []
+    for number, row in enumerate(rows, start=1):
+        for column in (text_col, label_col):
+            if column not in row:
+                raise ConfigError(f"data file {path}: row {number} has no column {column!r} "
+                                  f"(columns: {', '.join(map(str, row)) or 'none'})")
+        text, label = row[text_col], row[label_col]
+        if not isinstance(text, str) or label is None or str(label).strip() == "":
+            raise ConfigError(f"data file {path}, row {number}: empty or non-text "
+                              f"{text_col!r}/{label_col!r}")
+        texts.append(text)
+        labels.append(str(label).strip())
+        metadata.append({str(k): str(v) for k, v in row.items()
+                         if k not in (text_col, label_col) and v is not None
+                         and not isinstance(v, dict | list)})
+    return Labelled(texts, labels, metadata)
