@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     audit_rate: float = Field(0.02, ge=0.0, le=1.0)
     critical_floor: float = Field(0.2, ge=0.0, le=1.0)
     web_port: int = Field(6066, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
     metrics_port: int = Field(9464, ge=0, le=65535)
 
     # --- teacher -----------------------------------------------------------------------

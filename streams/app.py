@@ -137,7 +137,7 @@ class ClassifyApp:
             topic_allow_declare=False,
             consumer_auto_offset_reset="earliest",
             web_port=s.web_port,
-            web_host="127.0.0.1",
+            web_host=s.web_host,
             datadir=str(s.state_dir / "faust"),
             broker_session_timeout=30.0,
             broker_heartbeat_interval=3.0,

@@ -161,42 +161,47 @@ class Backtest:
         return self._figures(decided, by, calls)
 
     def _figures(self, decided: list[str], by: list[str], calls: int) -> dict[str, Any]:
-        n = len(self.history)
-        truth = [r.gold if r.gold is not None else r.teacher for r in self.history]
-        report = slice_report(truth, decided, self.task.label_names, self.cfg.critical)
-        teacher_only = slice_report(truth, [r.teacher for r in self.history],
-                                    self.task.label_names, self.cfg.critical)
-        fraction = calls / n if n else 0.0
-        out: dict[str, Any] = {
-            "n": n,
-            "teacher_call_fraction": fraction,
-            "student_share": by.count("student") / n if n else 0.0,
-            "accuracy": report["accuracy"],
-            "teacher_only_accuracy": teacher_only["accuracy"],
-            "accuracy_against": "gold" if self.history and self.history[0].gold is not None
-            else "teacher",
-            "macro_f1": report["macro_f1"],
-            "discounted_accuracy": {lam: report["accuracy"] - float(lam) * fraction
-                                    for lam in LAMBDAS},
-            "teacher_only_discounted_accuracy": {
-                lam: teacher_only["accuracy"] - float(lam) for lam in LAMBDAS},
-            "slices": report["slices"],
-            "critical_recall": report["critical_recall"],
-            "models_promoted": sum(1 for r in self.refreshes if r["promoted"]),
-            "refreshes": [{k: v for k, v in r.items() if k != "report"} for r in self.refreshes],
-        }
-        out["economics"] = self._economics(fraction)
-        return out
+        return figures_of(self.history, self.task, self.cfg, decided, by, calls, self.refreshes)
 
-    def _economics(self, fraction: float) -> dict[str, Any]:
-        volume, price = self.cfg.volume_per_day, self.cfg.teacher_cost_per_call
-        if volume is None or price is None:
-            return {}
-        baseline = volume * price
-        distilled = volume * fraction * price
-        return {"volume_per_day": volume, "teacher_cost_per_call": price,
-                "teacher_only_cost_per_day": baseline, "distilled_cost_per_day": distilled,
-                "saving_per_day": baseline - distilled}
+def _economics(cfg: BacktestConfig, fraction: float) -> dict[str, Any]:
+    volume, price = cfg.volume_per_day, cfg.teacher_cost_per_call
+    if volume is None or price is None:
+        return {}
+    baseline = volume * price
+    distilled = volume * fraction * price
+    return {"volume_per_day": volume, "teacher_cost_per_call": price,
+            "teacher_only_cost_per_day": baseline, "distilled_cost_per_day": distilled,
+            "saving_per_day": baseline - distilled}
+
+
+def figures_of(history: list[HistoryRow], task: TaskConfig, cfg: BacktestConfig,
+               decided: list[str], by: list[str], calls: int,
+               refreshes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The backtest's figures from the final decision per item and the teacher calls made."""
+    n = len(history)
+    truth = [r.gold if r.gold is not None else r.teacher for r in history]
+    report = slice_report(truth, decided, task.label_names, cfg.critical)
+    teacher_only = slice_report(truth, [r.teacher for r in history], task.label_names,
+                                cfg.critical)
+    fraction = calls / n if n else 0.0
+    return {
+        "n": n,
+        "teacher_call_fraction": fraction,
+        "student_share": by.count("student") / n if n else 0.0,
+        "accuracy": report["accuracy"],
+        "teacher_only_accuracy": teacher_only["accuracy"],
+        "accuracy_against": "gold" if history and history[0].gold is not None else "teacher",
+        "macro_f1": report["macro_f1"],
+        "discounted_accuracy": {lam: report["accuracy"] - float(lam) * fraction
+                                for lam in LAMBDAS},
+        "teacher_only_discounted_accuracy": {lam: teacher_only["accuracy"] - float(lam)
+                                             for lam in LAMBDAS},
+        "slices": report["slices"],
+        "critical_recall": report["critical_recall"],
+        "models_promoted": sum(1 for r in refreshes if r["promoted"]),
+        "refreshes": [{k: v for k, v in r.items() if k != "report"} for r in refreshes],
+        "economics": _economics(cfg, fraction),
+    }
 
 
 def run_backtest(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],

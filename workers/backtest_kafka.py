@@ -1,0 +1,132 @@
+"""``backtest --via-kafka``: the same history through real topics and the real workers.
+
+Under a topic prefix of its own: the bootstrap version is trained and announced first, then
+the classify, teacher (``recorded``, answering from the history's teacher column) and trainer
+workers run as child processes while the history is produced at a steady rate; the outcome
+is read back from the results and verdicts topics.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distillery.settings import Settings
+from schemas.records import Decision, TeacherVerdict, TextItem
+from schemas.serde import decode, encode
+from streams.announce import announce_manifest
+from workers.backtest import BacktestConfig, HistoryRow, backtest_task, figures_of
+from workers.stack import children, prepare
+from workers.supervisor import Supervisor
+from workers.trainer.refresh import RefreshConfig, refresh_once
+
+
+def _tasks_toml(task_labels: list[str], critical: list[str]) -> str:
+    labels = ", ".join(
+        f'{{ name = {json.dumps(n)}, critical = {"true" if n in critical else "false"} }}'
+        for n in task_labels
+    )
+    return f'[tasks.backtest]\nschema = "text"\nlabels = [{labels}]\n'
+
+
+def _read(settings: Settings, topic: str) -> list[Any]:
+    import asyncio
+
+    from workers.trainer.consume import read_range
+
+    return asyncio.run(read_range(settings, [settings.topic(topic)]))
+
+
+def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
+                  cfg: BacktestConfig, shuffle: int | None, rate: float = 150.0,
+                  progress: Callable[[str], None] = print, timeout_s: float = 900.0
+                  ) -> dict[str, Any]:
+    import random
+
+
+    if shuffle is not None:
+        history = history[:]
+        random.Random(shuffle).shuffle(history)
+    task = backtest_task(history, bootstrap, cfg.critical)
+    with tempfile.TemporaryDirectory(prefix="distillery-backtest-") as tmp:
+        home = Path(tmp)
+        (home / "tasks.toml").write_text(_tasks_toml(task.label_names, cfg.critical),
+                                         encoding="utf-8")
+        with open(home / "teacher.jsonl", "w", encoding="utf-8") as out:
+            for row in history:
+                out.write(json.dumps({"id": row.id, "label": row.teacher}) + "\n")
+        s = settings.model_copy(update={
+            "topic_prefix": f"{settings.topic_prefix}backtest-{uuid.uuid4().hex[:6]}.",
+            "tasks_file": home / "tasks.toml", "registry_root": home / "registry",
+            "state_dir": home / "state", "teacher_kind": "recorded",
+            "teacher_recorded_path": home / "teacher.jsonl",
+            "refresh_every_verdicts": cfg.retrain_every, "audit_rate": cfg.audit_rate,
+            "critical_floor": cfg.critical_floor, "teacher_calls_per_minute": 1e6,
+            "teacher_cost_per_hour": 1e6,
+        })
+        boot_file = home / "bootstrap.jsonl"
+        with open(boot_file, "w", encoding="utf-8") as out:
+            for text, label in bootstrap:
+                out.write(json.dumps({"text": text, "label": label}) + "\n")
+        s, broker = prepare(s, [task])
+        if bootstrap:
+            refresh_once(s, task, bootstrap, [], 0, RefreshConfig(
+                min_calibration=s.min_calibration), announce=lambda m: announce_manifest(s, m))
+        supervisor = Supervisor(s, children(s, [task], home / "logs",
+                                            bootstrap_files={"backtest": boot_file}))
+        supervisor.start()
+        try:
+            _produce(s, history, rate, supervisor, progress)
+            decided = _await_decisions(s, {r.id for r in history}, supervisor, timeout_s,
+                                       progress)
+            verdicts = {decode(m.value, TeacherVerdict).id for m in _read(s, "backtest.verdicts")}
+        finally:
+            supervisor.shutdown()
+            if broker is not None:
+                broker.stop()
+    labels = [decided[r.id].label for r in history]
+    by = [decided[r.id].decided_by for r in history]
+    out = figures_of(history, task, cfg, labels, by, len(verdicts), [])
+    out["via_kafka"] = True
+    return out
+
+
+def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Supervisor,
+             progress: Callable[[str], None]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", linger_ms=5, **s.kafka_python_kwargs())
+    started = time.monotonic()
+    for i, row in enumerate(history):
+        item = TextItem(id=row.id, text=row.text)
+        producer.send(s.topic("backtest"), key=row.id.encode(), value=encode(item))
+        delay = started + (i + 1) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if i % 1000 == 999:
+            supervisor.poll()
+            progress(f"produced {i + 1} of {len(history)}")
+    producer.flush()
+    producer.close()
+
+
+def _await_decisions(s: Settings, ids: set[str], supervisor: Supervisor, timeout_s: float,
+                     progress: Callable[[str], None]) -> dict[str, Decision]:
+    deadline = time.monotonic() + timeout_s
+    decided: dict[str, Decision] = {}
+    while time.monotonic() < deadline:
+        for m in _read(s, "backtest.decisions"):
+            d = decode(m.value, Decision)
+            decided.setdefault(d.id, d)
+        if ids <= set(decided):
+            return decided
+        progress(f"decided {len(decided)} of {len(ids)}")
+        supervisor.poll()
+        time.sleep(2.0)
+    missing = len(ids - set(decided))
+    raise RuntimeError(f"{missing} events were not decided within {timeout_s:.0f}s")
