@@ -186,7 +186,8 @@ def _bench_student(settings: Settings, task: TaskConfig, progress: Progress) -> 
     texts = [i.text_of(task.text_fields) for i in items]
     labels = [i.metadata["oracle_label"] for i in items]
     result = train_version(texts, labels, task=task, settings=settings, seed=0)
-    return publish_and_promote(result, task=task, settings=settings, force=True)
+    manifest, _ = publish_and_promote(result, task=task, settings=settings, force=True)
+    return manifest
 
 
 async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, repeat: int,
