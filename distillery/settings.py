@@ -89,7 +89,7 @@ class Settings(BaseSettings):
 
     # --- stream processors -------------------------------------------------------------
     batch_size: int = Field(256, ge=1)
-    batch_within_s: float = Field(0.05, gt=0.0)
+    batch_within_s: float = Field(0.02, gt=0.0)
     audit_rate: float = Field(0.02, ge=0.0, le=1.0)
     critical_floor: float = Field(0.2, ge=0.0, le=1.0)
     web_port: int = Field(6066, ge=1, le=65535)

@@ -200,9 +200,12 @@ def _rerank(items: np.ndarray, hashes: np.ndarray, rank: np.ndarray, unigram: np
     """Ranks for items over the cap: unigrams first, then the rest by their hash."""
     rank = rank.copy()
     sel = np.flatnonzero(over[items])
-    priority = np.where(unigram[sel], np.uint64(0), (hashes[sel] >> np.uint64(25)) + 1)
+    # Unigrams keep their order (priority = their rank < 2^16); the rest follow by hash.
+    # Every key is unique, so the fast unstable sort gives the one deterministic order.
+    priority = np.where(unigram[sel], rank[sel].astype(np.uint64),
+                        (hashes[sel] >> np.uint64(26)) + np.uint64(1 << 16))
     key = (items[sel].astype(np.uint64) << np.uint64(40)) | priority
-    order = sel[np.argsort(key, kind="stable")]
+    order = sel[np.argsort(key)]
     sorted_items = items[order]
     counts = np.bincount(sorted_items, minlength=len(over))
     starts = np.cumsum(counts) - counts

@@ -142,7 +142,7 @@ class ClassifyApp:
             broker_session_timeout=30.0,
             broker_heartbeat_interval=3.0,
             producer_acks=-1,
-            producer_linger=0.005,
+            producer_linger=0.002,
             stream_wait_empty=False,
             # Commit often: at-least-once means a crash re-processes what was not committed.
             broker_commit_every=max(100, s.batch_size * 4),
@@ -172,11 +172,14 @@ class ClassifyApp:
     async def _send_all(self, sinks: dict[str, Any], outputs: list[Output]) -> None:
         """Send and flush a batch's outputs; retry until they are out (never raise)."""
         delay = 0.2
+        producer = self.app.producer
         while True:
             try:
+                # Bytes are ready: hand them to the producer directly (faust's Topic.send
+                # would wrap each in a FutureMessage and callbacks), then flush the batch.
                 for topic, key, value in outputs:
-                    await sinks[topic].send(key=key, value=value, force=True)
-                await self.app.producer.flush()
+                    await producer.send(topic, key, value, None, None, None)
+                await producer.flush()
                 return
             except asyncio.CancelledError:
                 raise
