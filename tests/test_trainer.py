@@ -188,3 +188,39 @@ def test_clinc150_backtest_student_takes_over_and_stays_accurate(
     assert figures["student_share"] >= 0.75
     assert figures["accuracy"] >= 0.95
     assert figures["teacher_call_fraction"] >= 1 - figures["student_share"]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
+    clinc: dict, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from distillery.settings import load_settings
+    from workers.backtest import BacktestConfig, HistoryRow, run_backtest
+    from workers.backtest_kafka import run_via_kafka
+
+    rows = clinc["train"][:]
+    random.Random(0).shuffle(rows)
+    seen: dict[str, int] = {}
+    boot: list[tuple[str, str]] = []
+    stream: list[HistoryRow] = []
+    for text, label in rows:
+        if seen.get(label, 0) < 5:
+            seen[label] = seen.get(label, 0) + 1
+            boot.append((text, label))
+        else:
+            stream.append(HistoryRow(f"s{len(stream)}", text, label, label))
+    s = load_settings(kafka_bootstrap=kafka_bootstrap, student_buckets=1 << 16,
+                      precision_target=0.96, calibration_z=0.0, min_accuracy=0.6,
+                      state_dir=tmp_path / "state", web_port=6377)
+    cfg = BacktestConfig(retrain_every=500, audit_rate=s.audit_rate,
+                         critical_floor=s.critical_floor)
+    local = run_backtest(s, stream, boot, cfg)
+    kafka = run_via_kafka(s, stream, boot, cfg, None, rate=150.0, progress=lambda m: None)
+    keys = ("teacher_call_fraction", "student_share", "accuracy")
+    print("in-process", {k: round(local[k], 4) for k in keys})
+    print("via-kafka ", {k: round(kafka[k], 4) for k in keys})
+    assert kafka["n"] == local["n"] == 14_250
+    for key in keys:
+        assert abs(kafka[key] - local[key]) <= 0.05, key
+    assert kafka["student_share"] >= 0.7 and kafka["accuracy"] >= 0.95
