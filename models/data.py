@@ -35,21 +35,25 @@ class Labelled:
         return sorted(k for k, v in values.items() if 1 < len(v) <= MAX_METADATA_VALUES)
 
 
-def read_labelled(path: Path, text_col: str = "text", label_col: str = "label") -> Labelled:
-    """Read a ``.csv`` or ``.jsonl`` (``.json`` lines) file of labelled texts."""
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``.csv`` or ``.jsonl`` (``.json`` lines) file, as dicts."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _csv_rows(path)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(path)
-    else:
-        raise ConfigError(f"data file {path}: unknown format {suffix!r} (use .csv or .jsonl)")
+        return _csv_rows(path)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _jsonl_rows(path)
+    raise ConfigError(f"data file {path}: unknown format {suffix!r} (use .csv or .jsonl)")
+
+
+def read_labelled(path: Path, text_col: str = "text", label_col: str = "label") -> Labelled:
+    """Read a ``.csv`` or ``.jsonl`` (``.json`` lines) file of labelled texts."""
+    rows = read_rows(path)
     if not rows:
         raise ConfigError(f"data file {path} holds no rows")
-    return _columns(path, rows, text_col, label_col)
+    return _columns(Path(path), rows, text_col, label_col)
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:

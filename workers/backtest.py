@@ -10,8 +10,6 @@ the "do nothing, call the teacher for everything" baseline.
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import tempfile
 from collections.abc import Callable
@@ -53,20 +51,10 @@ class BacktestConfig:
     seed: int = 0
 
 
-def read_table(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-    return rows
+def read_table(path: Path) -> list[dict[str, Any]]:
+    from models.data import read_rows
+
+    return read_rows(path)
 
 
 def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
@@ -88,10 +76,10 @@ def load_history(path: Path, text_col: str, id_col: str | None, teacher_col: str
 
 def load_labelled(path: Path, text_col: str = "text", label_col: str = "label"
                   ) -> list[tuple[str, str]]:
-    rows = read_table(path)
-    for col in (text_col, label_col):
-        _column(rows, col, path)
-    return [(str(r[text_col]), str(r[label_col])) for r in rows]
+    from models.data import read_labelled
+
+    data = read_labelled(path, text_col, label_col)
+    return list(zip(data.texts, data.labels, strict=True))
 
 
 def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],

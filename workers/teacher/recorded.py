@@ -14,8 +14,6 @@ It can simulate a price per call so that budgets can be exercised without a mode
 from __future__ import annotations
 
 import asyncio
-import csv
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,23 +37,11 @@ class RecordedVerdict:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    from models.data import read_rows as read_data_rows
+
     if not path.is_file():
         raise ConfigError(f"recorded verdicts file not found: {path}")
-    with path.open("r", encoding="utf-8", newline="") as stream:
-        if path.suffix.lower() == ".csv":
-            return [dict(row) for row in csv.DictReader(stream)]
-        rows = []
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}:{number}: not a JSON object")
-            rows.append(value)
-        return rows
+    return read_data_rows(path)
 
 
 def _number(row: dict[str, Any], key: str) -> float:
