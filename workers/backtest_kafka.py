@@ -57,9 +57,9 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
         home = Path(tmp)
         (home / "tasks.toml").write_text(_tasks_toml(task.label_names, cfg.critical),
                                          encoding="utf-8")
-        with open(home / "teacher.jsonl", "w", encoding="utf-8") as out:
+        with open(home / "teacher.jsonl", "w", encoding="utf-8") as handle:
             for row in history:
-                out.write(json.dumps({"id": row.id, "label": row.teacher}) + "\n")
+                handle.write(json.dumps({"id": row.id, "label": row.teacher}) + "\n")
         s = settings.model_copy(update={
             "topic_prefix": f"{settings.topic_prefix}backtest-{uuid.uuid4().hex[:6]}.",
             "tasks_file": home / "tasks.toml", "registry_root": home / "registry",
@@ -70,9 +70,9 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             "teacher_cost_per_hour": 1e6,
         })
         boot_file = home / "bootstrap.jsonl"
-        with open(boot_file, "w", encoding="utf-8") as out:
+        with open(boot_file, "w", encoding="utf-8") as handle:
             for text, label in bootstrap:
-                out.write(json.dumps({"text": text, "label": label}) + "\n")
+                handle.write(json.dumps({"text": text, "label": label}) + "\n")
         s, broker = prepare(s, [task])
         if bootstrap:
             refresh_once(s, task, bootstrap, [], 0, RefreshConfig(
@@ -90,10 +90,10 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             if broker is not None:
                 broker.stop()
     labels = [decided[r.id].label for r in history]
-    by = [decided[r.id].decided_by for r in history]
-    out = figures_of(history, task, cfg, labels, by, len(verdicts), [])
-    out["via_kafka"] = True
-    return out
+    by: list[str] = [str(decided[r.id].decided_by) for r in history]
+    figures = figures_of(history, task, cfg, labels, by, len(verdicts), [])
+    figures["via_kafka"] = True
+    return figures
 
 
 def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Supervisor,
