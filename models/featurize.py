@@ -17,7 +17,7 @@ import numpy as np
 
 from distillery.errors import ModelError
 
-SCHEME = 1
+SCHEME = 2  # 2: over-long items are thinned by hash bits (no sort); 1 re-ranked by a sort
 
 _BASE = np.uint64(0x100000001B3)  # the 64-bit FNV prime: odd, so invertible mod 2^64
 _BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
@@ -45,7 +45,7 @@ class FeaturizerConfig:
     char_min: int = 3
     char_max: int = 5
     word_bigrams: bool = True
-    scheme: int = 1  # the hashing scheme; a change of ids must bump it
+    scheme: int = SCHEME  # the hashing scheme; a change of ids must bump it
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -79,8 +79,9 @@ class Featurizer:
         """Padded ids int64 [n, max_ids] and mask float32 [n, max_ids] (1.0 where id > 0).
 
         An item with more than ``max_ids`` features keeps all its word unigrams first, then
-        a pseudo-random but stable subset of the rest (the smallest hashes), so that a long
-        text keeps a mix of bigrams and character n-grams instead of only the first kinds.
+        a pseudo-random but stable subset of the rest — each kept when bits of its hash fall
+        under the item's budget share — so that a long text keeps a mix of bigrams and
+        character n-grams instead of only the first kinds. No sort: it is the hot path.
         """
         n = len(texts)
         width = self.config.max_ids
@@ -88,9 +89,12 @@ class Featurizer:
         parts = self._features(texts) if n else []
         if parts:
             items, hashes, rank, unigram = _ranked(parts, n)
-            over = np.bincount(items, minlength=n) > width
-            if over.any():  # rare: re-rank the features of over-long items by priority
-                rank = _rerank(items, hashes, rank, unigram, over)
+            counts = np.bincount(items, minlength=n)
+            over = counts > width
+            if over.any():  # thin the non-unigram features of over-long items, then re-rank
+                words = np.bincount(items[unigram], minlength=n)
+                parts = _thin(parts, over, words, counts, width)
+                items, hashes, rank, unigram = _ranked(parts, n)
             keep = rank < width
             ids = (hashes[keep] % np.uint64(self.config.buckets)).astype(np.int64) + 1
             out[items[keep], rank[keep]] = ids
@@ -195,19 +199,19 @@ def _ranked(parts: list[_Part], n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return items, hashes, np.concatenate(ranks), unigram
 
 
-def _rerank(items: np.ndarray, hashes: np.ndarray, rank: np.ndarray, unigram: np.ndarray,
-            over: np.ndarray) -> np.ndarray:
-    """Ranks for items over the cap: unigrams first, then the rest by their hash."""
-    rank = rank.copy()
-    sel = np.flatnonzero(over[items])
-    # Unigrams keep their order (priority = their rank < 2^16); the rest follow by hash.
-    # Every key is unique, so the fast unstable sort gives the one deterministic order.
-    priority = np.where(unigram[sel], rank[sel].astype(np.uint64),
-                        (hashes[sel] >> np.uint64(26)) + np.uint64(1 << 16))
-    key = (items[sel].astype(np.uint64) << np.uint64(40)) | priority
-    order = sel[np.argsort(key)]
-    sorted_items = items[order]
-    counts = np.bincount(sorted_items, minlength=len(over))
-    starts = np.cumsum(counts) - counts
-    rank[order] = np.arange(len(order)) - starts[sorted_items]
-    return rank
+def _thin(parts: list[_Part], over: np.ndarray, words: np.ndarray, counts: np.ndarray,
+          width: int) -> list[_Part]:
+    """Keep each non-unigram feature of an over-long item with probability budget / count,
+    decided by 16 bits of its hash: stable, and the same n-gram is always kept or dropped."""
+    budget = np.maximum(width - words, 0)
+    share = np.where(over, budget / np.maximum(counts - words, 1), 1.0)
+    # 1.5x spare: the budget fills in practice; the rank cap trims the overflow
+    cut = np.minimum(share * 65536.0 * 1.5, 65536.0).astype(np.uint64)
+    out: list[_Part] = []
+    for items, hashes, is_unigram in parts:
+        if is_unigram:
+            out.append((items, hashes, is_unigram))
+            continue
+        keep = ((hashes >> np.uint64(40)) & np.uint64(0xFFFF)) < cut[items]
+        out.append((items[keep], hashes[keep], is_unigram))
+    return out
