@@ -38,3 +38,29 @@ def test_a_crashing_child_is_restarted_with_backoff_and_a_healthy_one_stopped(
     supervisor.shutdown(timeout_s=20)
     assert sleeper.proc.poll() is not None
     assert not up_file(settings).exists()
+
+
+def test_status_reports_lag_of_a_committed_group(kafka_settings, tmp_path: Path) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from distillery.tasks import load_tasks
+    from workers.status import gather
+
+    s = kafka_settings
+    producer = KafkaProducer(**s.kafka_python_kwargs())
+    for i in range(10):
+        producer.send(s.topic("tickets.teacher"), key=b"k%d" % i, value=b"v", partition=0)
+    producer.flush()
+    producer.close()
+    group = f"{s.topic_prefix}distillery-teacher-tickets"
+    consumer = KafkaConsumer(s.topic("tickets.teacher"), group_id=group,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_records=4, **s.kafka_python_kwargs())
+    got = 0
+    while got < 4:
+        got += sum(len(v) for v in consumer.poll(timeout_ms=1000, max_records=4).values())
+    consumer.commit()
+    consumer.close()
+    rows = {r["name"]: r for r in gather(s, list(load_tasks(s).values()))["components"]}
+    assert rows["teacher-tickets"]["lag"] == 10 - got
+    assert rows["model tickets"]["state"] == "none"

@@ -28,7 +28,7 @@ def _lag(settings: Settings, group: str) -> int | None:
 
     try:
         admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=5000)
-        committed = admin.list_consumer_group_offsets(group)
+        committed = admin.list_group_offsets(group).get(group) or {}
         admin.close()
         if not committed:
             return None
@@ -37,7 +37,9 @@ def _lag(settings: Settings, group: str) -> int | None:
         consumer.close()
     except (KafkaError, OSError):
         return None
-    return int(sum(max(0, ends[tp] - meta.offset) for tp, meta in committed.items()))
+    offsets = {tp: getattr(meta, "offset", meta) for tp, meta in committed.items()}
+    return int(sum(max(0, ends[tp] - int(offset)) for tp, offset in offsets.items()
+                   if offset is not None and int(offset) >= 0))
 
 
 def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
