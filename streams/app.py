@@ -19,7 +19,6 @@ import faust
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from schemas.records import Record
 from schemas.serde import encode
 from streams.decode import Item, RawEvent, decode_event
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
@@ -229,4 +228,4 @@ def run_worker(settings: Settings, tasks: list[TaskConfig], loglevel: str = "INF
     worker.execute_from_commandline()
 
 
-__all__ = ["ClassifyApp", "Record", "TaskRuntime", "process_batch", "run_worker"]
+__all__ = ["ClassifyApp", "TaskRuntime", "process_batch", "run_worker"]

@@ -28,9 +28,10 @@ from typing import Any
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig, get_task
 from schemas.serde import encode
-from streams.app import ClassifyMetrics, TaskRuntime, process_batch
+from streams.app import TaskRuntime, process_batch
 from streams.decode import RawEvent
 from streams.hotswap import ModelHolder
+from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, StudentLike
 from streams.topics import DEADLETTER_TOPIC, create_topics
 
