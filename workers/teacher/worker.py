@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -27,6 +26,7 @@ from distillery.tasks import TaskConfig
 from schemas.records import DeadLetter, TeacherRequest
 from schemas.serde import decode, encode
 from streams.topics import DEADLETTER_TOPIC
+from workers.signals import run_until_signal
 from workers.teacher.base import Teacher, TeacherCallError
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker
@@ -295,11 +295,4 @@ class TeacherWorker:
 
 def run_worker(worker: TeacherWorker) -> None:
     """Run until SIGTERM/SIGINT (then drain and commit) or a fatal teacher error."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    asyncio.run(main())
+    run_until_signal(worker)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
+from workers.signals import run_until_signal
 from workers.trainer.consume import apply_message
 from workers.trainer.store import TrainingStore
 
@@ -122,11 +122,4 @@ def run_trainer(settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
     worker = TrainerWorker(settings, task, refresh)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    asyncio.run(main())
+    run_until_signal(worker)
