@@ -17,6 +17,7 @@ by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces built-in ones, e.g.::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -172,8 +173,21 @@ def load_tasks(settings: Settings) -> dict[str, TaskConfig]:
     return tasks
 
 
-def get_task(settings: Settings, name: str) -> TaskConfig:
+def resolve_tasks(settings: Settings, names: Iterable[str] | None) -> list[TaskConfig]:
+    """The named tasks in the given order, or every task (sorted by name) when none is named.
+
+    The one place an unknown task name becomes an error: a ``ConfigError`` naming the
+    unknown ones and the known ones.
+    """
     tasks = load_tasks(settings)
-    if name not in tasks:
-        raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(tasks))}")
-    return tasks[name]
+    wanted = list(names or sorted(tasks))
+    unknown = [n for n in wanted if n not in tasks]
+    if unknown:
+        raise ConfigError(f"unknown task {', '.join(repr(n) for n in unknown)}; "
+                          f"known: {', '.join(sorted(tasks))}")
+    return [tasks[n] for n in wanted]
+
+
+def get_task(settings: Settings, name: str) -> TaskConfig:
+    """One task by name (see ``resolve_tasks``)."""
+    return resolve_tasks(settings, [name])[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     raise ConfigError(f"data file {path}: unknown format {suffix!r} (use .csv or .jsonl)")
 
 
+def read_pairs(path: Path, text_col: str = "text", label_col: str = "label"
+               ) -> list[tuple[str, str]]:
+    """(text, label) pairs of a labelled file (bootstrap rows for the trainer and backtest)."""
+    data = read_labelled(path, text_col, label_col)
+    return list(zip(data.texts, data.labels, strict=True))
+
+
 def read_labelled(path: Path, text_col: str = "text", label_col: str = "label") -> Labelled:
     """Read a ``.csv`` or ``.jsonl`` (``.json`` lines) file of labelled texts."""
     rows = read_rows(path)
@@ -64,21 +72,36 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"data file {path} is not readable CSV: {exc}") from exc
 
 
-def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"data file {path} is not UTF-8: {exc.reason}") from exc
+def jsonl_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, object) for each non-blank JSON line; a bad line gives its reason instead.
+
+    The one JSONL reader: strict callers raise on the reason, ``produce`` reports it and goes on.
+
+    >>> list(jsonl_rows(['{"a": 1}', "", "[1]"]))
+    [(1, {'a': 1}), (3, 'not a JSON object')]
+    >>> next(jsonl_rows(["{oops"]))[1][:14]
+    'not valid JSON'
+    """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"data file {path}, line {number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ConfigError(f"data file {path}, line {number}: not a JSON object")
+            yield number, f"not valid JSON: {exc.msg} at column {exc.colno}"
+            continue
+        yield number, value if isinstance(value, dict) else "not a JSON object"
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data file {path} is not UTF-8: {exc.reason}") from exc
+    rows = []
+    for number, row in jsonl_rows(lines):
+        if isinstance(row, str):
+            raise ConfigError(f"data file {path}, line {number}: {row}")
         rows.append(row)
     return rows
 

@@ -51,7 +51,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer(image="apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from workers.broker import EmbeddedBroker
+    from workers.runtime.broker import EmbeddedBroker
 
     settings = base.model_copy(
         update={

@@ -14,9 +14,9 @@ from distillery.settings import load_settings
 from schemas.records import Ticket
 from streams.topics import create_topics
 from tests.conftest import _free_port
-from workers import broker as broker_module
-from workers.broker import EmbeddedBroker
-from workers.kafka_cli_ops import consume_topic, produce_file
+from workers.records.transfer import consume_topic, produce_file
+from workers.runtime import broker as broker_module
+from workers.runtime.broker import EmbeddedBroker
 
 
 def _own_broker(tmp_path: Path) -> EmbeddedBroker:

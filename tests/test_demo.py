@@ -9,7 +9,7 @@ from rich.console import Console
 
 from distillery.settings import Settings, load_settings
 from distillery.tasks import load_tasks
-from workers.demo import run_demo
+from workers.sim.demo import run_demo
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -14,7 +14,7 @@ from distillery.settings import Settings
 from schemas.records import RECORD_TYPES
 from streams.topics import catalogue, create_topics, describe_topics
 from tests.test_schemas import samples
-from workers.kafka_cli_ops import consume_topic, produce_file
+from workers.records.transfer import consume_topic, produce_file
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from streams.topics import create_topics
 from tests.conftest import _free_port
 from tests.streamkit import collect, start_classify, stop
 from tests.test_streams_coldstart import _produce_paced, _tickets
-from workers.broker import EmbeddedBroker
+from workers.runtime.broker import EmbeddedBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

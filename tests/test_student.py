@@ -196,7 +196,7 @@ def test_featurizer_is_stable_across_processes() -> None:
 
 def test_cli_train_evaluate_and_models(clinc: dict, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.cli import main
+    from workers.cli.main import main
 
     tasks = tmp_path / "tasks.toml"
     labels = ", ".join(f'{{ name = "{n}" }}' for n in INTENTS)

@@ -237,7 +237,7 @@ def test_data_files_csv_jsonl_and_clear_errors(tmp_path: Path) -> None:
 def test_cli_models_commands(trained: TrainResult, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from workers.cli import main
+    from workers.cli.main import main
 
     root = tmp_path / "reg"
     registry = Registry(root)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from distillery.settings import child_env, load_settings
-from workers.supervisor import Child, Supervisor, up_file
+from workers.runtime.supervisor import Child, Supervisor, up_file
 
 
 def test_a_crashing_child_is_restarted_with_backoff_and_a_healthy_one_stopped(
@@ -44,7 +44,7 @@ def test_status_reports_lag_of_a_committed_group(kafka_settings, tmp_path: Path)
     from kafka import KafkaConsumer, KafkaProducer
 
     from distillery.tasks import load_tasks
-    from workers.status import gather
+    from workers.runtime.status import gather
 
     s = kafka_settings
     producer = KafkaProducer(**s.kafka_python_kwargs())

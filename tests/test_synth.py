@@ -14,8 +14,7 @@ import pytest
 from distillery.errors import ConfigError
 from distillery.tasks import MODERATION, TICKETS
 from schemas.records import ModerationItem, Ticket
-from workers import cli_generate
-from workers.synth import generate, label_frequencies, labels_of, tokens
+from workers.sim.synth import generate, label_frequencies, labels_of, tokens
 
 N = 10_000
 
@@ -180,12 +179,10 @@ def test_drift_costs_a_model_trained_before_it() -> None:
 
 
 def _run_cli(argv: list[str]) -> int:
-    from workers import cli
+    from workers.cli.main import main
 
-    if not any(c.name == "generate" for c in cli.app.registered_commands):
-        cli_generate.register(cli.app)  # in case workers.cli does not load it itself
     try:
-        cli.main(argv)
+        main(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
@@ -220,7 +217,7 @@ def test_cli_labelled_csv_is_training_data(tmp_path: Path) -> None:
 
 
 def test_cli_record_csv_reads_back_through_produce_parser(tmp_path: Path) -> None:
-    from workers.records_io import read_records
+    from workers.records.files import read_records
 
     out = tmp_path / "tickets.csv"
     assert _run_cli(["generate", "--task", "tickets", "--n", "50", "--format", "csv",

@@ -12,6 +12,7 @@ import pytest
 from distillery.errors import ConfigError
 from distillery.tasks import TICKETS, RoutingPolicy
 from schemas.records import TeacherRequest
+from workers.sim.fake_teacher import FakeTeacherServer, label, raw, slow, status
 from workers.teacher import (
     Budget,
     CircuitBreaker,
@@ -25,7 +26,6 @@ from workers.teacher import (
     canonical_label,
     cost_of,
 )
-from workers.teacher.fake_server import FakeTeacherServer, label, raw, slow, status
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker
 from workers.teacher.openai_client import build_messages, extract_label

@@ -22,6 +22,7 @@ from distillery.settings import Settings
 from distillery.tasks import TICKETS, RoutingPolicy, TaskConfig
 from schemas.records import DeadLetter, Decision, TeacherRequest, TeacherVerdict
 from schemas.serde import decode, encode
+from workers.sim.fake_teacher import FakeTeacherServer, slow, status
 from workers.teacher import (
     Budget,
     OpenAITeacher,
@@ -30,7 +31,6 @@ from workers.teacher import (
     Teacher,
     TeacherWorker,
 )
-from workers.teacher.fake_server import FakeTeacherServer, slow, status
 from workers.teacher.worker import group_id
 
 pytestmark = pytest.mark.kafka

@@ -157,7 +157,7 @@ def test_replaying_the_topics_rebuilds_the_live_store(kafka_settings: Settings,
 def test_clinc150_backtest_student_takes_over_and_stays_accurate(
     clinc: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.cli import main
+    from workers.cli.main import main
 
     rows = clinc["train"][:]
     random.Random(0).shuffle(rows)
@@ -196,8 +196,8 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
     clinc: dict, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     from distillery.settings import load_settings
-    from workers.backtest import BacktestConfig, HistoryRow, run_backtest
-    from workers.backtest_kafka import run_via_kafka
+    from workers.offline.backtest import BacktestConfig, HistoryRow, run_backtest
+    from workers.offline.via_kafka import run_via_kafka
 
     rows = clinc["train"][:]
     random.Random(0).shuffle(rows)

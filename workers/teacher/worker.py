@@ -26,7 +26,7 @@ from distillery.tasks import TaskConfig
 from schemas.records import DeadLetter, TeacherRequest
 from schemas.serde import decode, encode
 from streams.topics import DEADLETTER_TOPIC
-from workers.signals import run_until_signal
+from workers.runtime.signals import run_until_signal
 from workers.teacher.base import Teacher, TeacherCallError
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker

@@ -108,3 +108,26 @@ async def rebuild(settings: Settings, task: TaskConfig, store: TrainingStore) ->
         apply_message(store, task, roles[message.topic], message)
     store.commit()
     return len(messages)
+
+
+async def rebuild_store(settings: Settings, task: TaskConfig) -> int:
+    """Rebuild the task's store from its topics into a new file, then swap it in.
+
+    The old store stays in place until the new one is complete, so a failed rebuild (or
+    topics whose retention already dropped old verdicts) never leaves the trainer with less
+    than it had; the old file is kept beside it as ``.bak``.
+    """
+    from workers.trainer.worker import store_path
+
+    path = store_path(settings, task)
+    fresh = path.with_suffix(".rebuilding")
+    fresh.unlink(missing_ok=True)
+    store = TrainingStore(fresh)
+    try:
+        count = await rebuild(settings, task, store)
+    finally:
+        store.close()
+    if path.exists():
+        path.replace(path.with_suffix(".bak"))
+    fresh.replace(path)
+    return count

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from workers.signals import run_until_signal
+from workers.runtime.signals import run_until_signal
 from workers.trainer.consume import apply_message
 from workers.trainer.store import TrainingStore
 
@@ -47,6 +47,33 @@ class TrainerMetrics:
 
 def store_path(settings: Settings, task: TaskConfig) -> Any:
     return settings.state_dir / "trainer" / f"{settings.topic_prefix}{task.name}.sqlite"
+
+
+def store_refresher(settings: Settings, task: TaskConfig,
+                    bootstrap: list[tuple[str, str]]) -> Refresh:
+    """The worker's refresh: the store's examples (plus ``bootstrap``) through ``refresh_once``.
+
+    Every refresh, promoted or rejected, is recorded in the store with its reason and slice
+    table; a promoted version is announced on the ``models`` topic.
+    """
+    from streams.announce import announce_manifest
+    from workers.trainer.refresh import RefreshConfig, refresh_once, stamp
+
+    def refresh(store: TrainingStore) -> dict[str, Any]:
+        examples, contradicted = store.examples()
+        outcome = refresh_once(
+            settings, task, bootstrap, examples, contradicted,
+            RefreshConfig(min_calibration=settings.min_calibration),
+            announce=lambda m: announce_manifest(settings, m, "promote"),
+        )
+        store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
+                             outcome.report)
+        log.info("task %s: refresh %s %s (%s); %d verdicts contradicted by feedback",
+                 task.name, outcome.version, "promoted" if outcome.promoted else "rejected",
+                 outcome.reason, contradicted)
+        return outcome.as_dict()
+
+    return refresh
 
 
 class TrainerWorker:

@@ -1,4 +1,4 @@
-"""``distillery generate``: write a synthetic stream (``workers.synth``) as JSONL or CSV.
+"""``distillery generate``: write a synthetic stream (``workers.sim.synth``) as JSONL or CSV.
 
 Records come out in the shape ``distillery produce`` reads (record fields; ``metadata`` an
 object in JSONL, a JSON string in CSV). With ``--labelled`` the rows are ``id, text, label``
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from distillery.errors import ConfigError
-from workers.synth import TASKS, SynthItem, iter_items
+from workers.sim.synth import TASKS, SynthItem, iter_items
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,3 @@ def generate_cmd(
         bar = progress.add_task("items", total=n)
         written = write_rows(rows, stream, fmt, on_row=lambda: progress.advance(bar))
     log.info("wrote %s items of %s to %s", written, task, "stdout" if out == "-" else out)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("generate")(generate_cmd)

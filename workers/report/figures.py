@@ -3,7 +3,7 @@
 For each task it reads the results, teacher, verdicts and feedback topics plus ``models``
 and ``deadletter`` (``read_topics``), computes the figures with plain functions over lists
 of records (``task_figures`` and the functions it calls: testable without Kafka) and writes
-``report.html`` (inline SVG, see ``workers.report_svg``) and, if asked, the same figures as
+``report.html`` (inline SVG, see ``workers.report.svg``) and, if asked, the same figures as
 JSON.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from distillery.errors import BrokerError, ConfigError, DistilleryError
 from distillery.settings import Settings
-from distillery.tasks import TaskConfig, load_tasks
+from distillery.tasks import TaskConfig, resolve_tasks
 from schemas.records import (
     DeadLetter,
     Decision,
@@ -428,16 +428,6 @@ def read_topics(settings: Settings, tasks: Sequence[TaskConfig]) -> dict[str, Ta
 # --- the command's work -------------------------------------------------------------------
 
 
-def select_tasks(settings: Settings, names: Sequence[str] | None) -> list[TaskConfig]:
-    tasks = load_tasks(settings)
-    if not names:
-        return list(tasks.values())
-    unknown = [n for n in names if n not in tasks]
-    if unknown:
-        raise ConfigError(f"unknown task {unknown[0]!r}; known: {', '.join(sorted(tasks))}")
-    return [tasks[n] for n in dict.fromkeys(names)]
-
-
 def check_paths(out: Path, json_file: Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out must be a directory, and {out} is a file")
@@ -450,7 +440,7 @@ def check_paths(out: Path, json_file: Path | None) -> None:
 def write_report(figures: dict[str, dict[str, Any]], out: Path, *, title: str = "distillery report",
                  json_file: Path | None = None, source: str = "") -> Path:
     """Write ``<out>/report.html`` (and the JSON figures); returns the page's path."""
-    from workers.report_page import render_page
+    from workers.report.page import render_page
 
     out.mkdir(parents=True, exist_ok=True)
     page = out / "report.html"
@@ -465,7 +455,7 @@ def build_report(settings: Settings, task_names: Sequence[str] | None = None,
                  out: Path = Path("distillery-report"),
                  json_file: Path | None = None) -> tuple[Path, dict[str, dict[str, Any]]]:
     """Read the topics, compute the figures and write the page; returns (page, figures)."""
-    tasks = select_tasks(settings, task_names)
+    tasks = resolve_tasks(settings, list(dict.fromkeys(task_names or [])))
     check_paths(out, json_file)
     data = read_topics(settings, tasks)
     figures = {name: task_figures(d) for name, d in data.items()}

@@ -15,7 +15,7 @@ from distillery.errors import BrokerError, DistilleryError
 from distillery.settings import Settings
 from schemas.records import Record
 from schemas.serde import decode_any, encode
-from workers.records_io import Rejection, read_records
+from workers.records.files import Rejection, read_records
 
 
 @dataclass

@@ -1,78 +1,19 @@
-"""``distillery worker trainer``, ``distillery replay`` and ``distillery backtest``."""
+"""``distillery replay`` and ``distillery backtest``: topic ranges and recorded histories."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from distillery.errors import ConfigError
-from distillery.settings import Settings, load_settings
-from distillery.tasks import TaskConfig, get_task
-
-out = Console()
-err = Console(stderr=True)
-
-
-def _settings(**overrides: Any) -> Settings:
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def _refresher(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str, str]]) -> Any:
-    from streams.announce import announce_manifest
-    from workers.trainer.refresh import RefreshConfig, refresh_once, stamp
-    from workers.trainer.store import TrainingStore
-
-    def refresh(store: TrainingStore) -> dict[str, Any]:
-        examples, contradicted = store.examples()
-        outcome = refresh_once(
-            settings, task, bootstrap, examples, contradicted,
-            RefreshConfig(min_calibration=settings.min_calibration),
-            announce=lambda m: announce_manifest(settings, m, "promote"),
-        )
-        store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
-                             outcome.report)
-        logging.getLogger("distillery.trainer").info(
-            "task %s: refresh %s %s (%s); %d verdicts contradicted by feedback", task.name,
-            outcome.version, "promoted" if outcome.promoted else "rejected", outcome.reason,
-            contradicted)
-        return outcome.as_dict()
-
-    return refresh
-
-
-def trainer(
-    task: Annotated[str, typer.Option("--task", "-t")],
-    bootstrap: Annotated[Path | None, typer.Option(help="Labelled text,label file to start from")] = None,
-    rebuild: Annotated[bool, typer.Option(help="Rebuild the store from the topics first")] = False,
-) -> None:
-    """Consume verdicts and feedback into the training store; refresh the student periodically."""
-    from workers.backtest import load_labelled
-    from workers.trainer.consume import rebuild as rebuild_store
-    from workers.trainer.store import TrainingStore
-    from workers.trainer.worker import run_trainer, store_path
-
-    s = _settings()
-    t = get_task(s, task)
-    rows = load_labelled(bootstrap) if bootstrap else []
-    if rebuild:
-        path = store_path(s, t)
-        path.unlink(missing_ok=True)
-        store = TrainingStore(path)
-        count = asyncio.run(rebuild_store(s, t, store))
-        store.close()
-        err.print(f"rebuilt the training store from {count} messages")
-    run_trainer(s, t, _refresher(s, t, rows))
+from distillery.settings import Settings
+from distillery.tasks import get_task
+from workers.cli.common import cli_settings, err, out, write_json
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -97,13 +38,13 @@ def replay(
     task: Annotated[str | None, typer.Option("--task", "-t", help="Task (default: from the topic)")] = None,
 ) -> None:
     """Replay a topic range to retrain (--retrain) or to re-score into another topic (--to)."""
-    from workers.replay import rescore, retrain_from
+    from workers.trainer.replay import rescore, retrain_from
 
     if retrain == (to is not None):
         raise ConfigError("replay needs exactly one of --retrain or --to TOPIC")
     if not from_beginning and since is None:
         raise ConfigError("replay needs --from-beginning or --since TIME")
-    s = _settings()
+    s = cli_settings()
     t = get_task(s, task or _task_of(s, topic))
     window = (_time(since, "--since"), _time(until, "--until"))
     if retrain:
@@ -147,20 +88,21 @@ def backtest(
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Run a recorded history through the routing, student and trainer; compare with the teacher."""
-    from workers.backtest import BacktestConfig, load_history, load_labelled, run_backtest
+    from models.data import read_pairs
+    from workers.offline.backtest import BacktestConfig, load_history, run_backtest
 
-    s = _settings(audit_rate=audit_rate, critical_floor=critical_floor,
+    s = cli_settings(audit_rate=audit_rate, critical_floor=critical_floor,
                   precision_target=precision_target, calibration_z=calibration_z,
                   min_accuracy=min_accuracy)
     history = load_history(data, text_col, id_col, teacher_col, gold_col)
-    boot = load_labelled(bootstrap) if bootstrap else []
+    boot = read_pairs(bootstrap) if bootstrap else []
     cfg = BacktestConfig(retrain_every=retrain_every,
                          critical=[c for c in (critical or "").split(",") if c],
                          audit_rate=s.audit_rate, critical_floor=s.critical_floor,
                          volume_per_day=volume_per_day,
                          teacher_cost_per_call=teacher_cost_per_call)
     if via_kafka:
-        from workers.backtest_kafka import run_via_kafka
+        from workers.offline.via_kafka import run_via_kafka
 
         figures = run_via_kafka(s, history, boot, cfg, shuffle, progress=err.print)
     else:
@@ -174,8 +116,7 @@ def backtest(
 
             figures = run_backtest(s, history, boot, cfg, shuffle, progress=tick)
     _print_backtest(figures)
-    if json_file:
-        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    write_json(json_file, figures)
 
 
 def _print_backtest(f: dict[str, Any]) -> None:
@@ -200,12 +141,3 @@ def _print_backtest(f: dict[str, Any]) -> None:
     out.print(f"verdict: distillation {verdict} here — the student decides "
               f"{f['student_share']:.1%} at accuracy {f['accuracy']:.3f} against "
               f"{f['teacher_only_accuracy']:.3f} for the teacher alone{money}")
-
-
-def register(app: typer.Typer) -> None:
-    from workers import cli_worker
-
-    cli_worker.worker_app.command("trainer")(trainer)
-    cli_worker.register(app)
-    app.command("replay")(replay)
-    app.command("backtest")(backtest)

@@ -10,8 +10,8 @@ from distillery.errors import BrokerError
 from distillery.settings import Settings, child_env
 from distillery.tasks import TaskConfig
 from streams.topics import create_topics
-from workers.broker import EmbeddedBroker
-from workers.supervisor import Child
+from workers.runtime.broker import EmbeddedBroker
+from workers.runtime.supervisor import Child
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from distillery.errors import ConfigError, DistilleryError
+from models.data import jsonl_rows
 from schemas.records import InputRecord, Record
 from schemas.serde import validate
 
@@ -50,18 +51,7 @@ def iter_rows(stream: TextIO, fmt: str) -> Iterator[tuple[int, dict[str, Any] | 
         for row in reader:
             yield reader.line_num, {k: v for k, v in row.items() if k is not None}
         return
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, f"not valid JSON: {exc.msg} at column {exc.colno}"
-            continue
-        if not isinstance(value, dict):
-            yield number, "not a JSON object"
-            continue
-        yield number, value
+    yield from jsonl_rows(stream)
 
 
 def parse_mapping(pairs: list[str]) -> dict[str, str]:

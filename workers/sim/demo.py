@@ -23,8 +23,8 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.records import DeadLetter, Decision, ModelAnnouncement
 from schemas.serde import decode, encode
-from workers.stack import children, prepare
-from workers.supervisor import Supervisor
+from workers.runtime.stack import children, prepare
+from workers.runtime.supervisor import Supervisor
 
 
 @dataclass
@@ -117,8 +117,8 @@ def run_demo(settings: Settings, tasks: list[TaskConfig], n: int, rate: float, o
              keep_running: bool, console: Console, settle_s: float = 240.0) -> dict[str, Any]:
     from kafka import KafkaProducer
 
-    from workers.report import build_report
-    from workers.synth import generate
+    from workers.report.figures import build_report
+    from workers.sim.synth import generate
 
     started = time.monotonic()
     s, broker = prepare(_demo_settings(settings), tasks)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from distillery.settings import load_settings
+from workers.cli.common import cli_settings
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,9 @@ def report_cmd(
     ] = None,
 ) -> None:
     """Read the results, teacher, verdict, feedback and model topics; write an HTML report."""
-    from workers.report import build_report
+    from workers.report.figures import build_report
 
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    settings = load_settings()
+    settings = cli_settings()
     console = Console(stderr=True)
     with console.status("reading the topics"):
         page, figures = build_report(settings, task, out, json_file)
@@ -78,7 +76,3 @@ def report_cmd(
     typer.echo(f"report written to {page}")
     if json_file is not None:
         typer.echo(f"figures written to {json_file}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("report")(report_cmd)

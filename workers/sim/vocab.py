@@ -1,4 +1,4 @@
-"""Vocabulary of the synthetic streams (see ``workers.synth``).
+"""Vocabulary of the synthetic streams (see ``workers.sim.synth``).
 
 Plain data: per-label templates with ``{slot}`` placeholders, the slot fillers, and the
 label frequencies before and after drift. Everything here is invented for this project;

@@ -16,7 +16,7 @@ What it answers for an item (the text between ``<<<`` and ``>>>`` in the last us
 every connection without a reply (a connection error), ``503`` answers Service Unavailable.
 ``reject_response_format=True`` makes it refuse ``response_format`` with HTTP 400.
 
-Local use: ``python -m workers.teacher.fake_server --port 8000`` then
+Local use: ``python -m workers.sim.fake_teacher --port 8000`` then
 ``DISTILLERY_TEACHER_BASE_URL=http://127.0.0.1:8000/v1``.
 """
 

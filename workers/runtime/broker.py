@@ -268,7 +268,8 @@ class EmbeddedBroker:
 
 
 def _package_file(name: str) -> str:
-    return resources.files("workers").joinpath("broker_files", name).read_text(encoding="utf-8")
+    files = resources.files("workers.runtime").joinpath("broker_files", name)
+    return files.read_text(encoding="utf-8")
 
 
 def _cluster_id() -> str:

@@ -20,9 +20,9 @@ from distillery.settings import Settings
 from schemas.records import Decision, TeacherVerdict, TextItem
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
-from workers.backtest import BacktestConfig, HistoryRow, backtest_task, figures_of
-from workers.stack import children, prepare
-from workers.supervisor import Supervisor
+from workers.offline.backtest import BacktestConfig, HistoryRow, backtest_task, figures_of
+from workers.runtime.stack import children, prepare
+from workers.runtime.supervisor import Supervisor
 from workers.trainer.refresh import RefreshConfig, refresh_once
 
 

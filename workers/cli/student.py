@@ -1,39 +1,21 @@
-"""Commands for the student: ``train``, ``models ...``, ``evaluate`` and ``bench student``."""
+"""``distillery train``, ``distillery evaluate`` and ``distillery models ...``."""
 
 from __future__ import annotations
 
 import json
-import logging
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from distillery.errors import ConfigError
-from distillery.settings import Settings, load_settings
+from distillery.settings import Settings
 from distillery.tasks import get_task
-from workers.cli_bench import bench_app
-from workers.cli_bench import register as register_bench
+from workers.cli.common import JsonOpt, TaskOpt, cli_settings, err, out, write_json
 
 models_app = typer.Typer(help="List, inspect, promote, roll back and prune student versions.",
                          no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON")]
-TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name")]
-
-
-def _settings() -> Settings:
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    return load_settings()
-
-
-def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 
 def _announce(settings: Settings, manifest: Any, action: str) -> None:
@@ -65,7 +47,7 @@ def train(
     from models.pipeline import publish_and_promote, train_version
     from models.registry import Registry
 
-    s = _settings()
+    s = cli_settings()
     t = get_task(s, task)
     rows = read_labelled(data, text_col, label_col)
     unknown = sorted(set(rows.labels) - set(t.label_names))
@@ -89,7 +71,7 @@ def train(
     out.print(f"{manifest.version}: {verdict} — {decision.reason}")
     if decision.passed and announce:
         _announce(s, manifest, "promote")
-    _write_json(json_file, {**result.report, "version": manifest.version,
+    write_json(json_file, {**result.report, "version": manifest.version,
                             "promoted": decision.passed, "gate_reason": decision.reason,
                             "training_data": result.summary})
 
@@ -108,7 +90,7 @@ def evaluate(
     from models.pipeline import evaluate_student
     from models.registry import Registry
 
-    s = _settings()
+    s = cli_settings()
     get_task(s, task)  # an unknown task is one clear line
     rows = read_labelled(data, text_col, label_col)
     student = Registry(s.registry_root).load_student(task, version, threads=s.student_threads)
@@ -123,7 +105,7 @@ def evaluate(
             table.add_row(value, f"{figures['accuracy']:.3f}", str(figures["support"]))
         out.print(table)
     out.print(f"the student would decide {report['coverage']:.1%} of these alone")
-    _write_json(json_file, {**report, "version": student.version})
+    write_json(json_file, {**report, "version": student.version})
 
 
 @models_app.command("list")
@@ -131,7 +113,7 @@ def models_list(task: Annotated[str | None, typer.Option("--task", "-t")] = None
     """Versions per task, which one serves, and their holdout figures."""
     from models.registry import Registry
 
-    registry = Registry(_settings().registry_root)
+    registry = Registry(cli_settings().registry_root)
     table = Table("task", "version", "serving", "accuracy", "macro-F1", "gate", "created")
     for name in [task] if task else registry.tasks():
         serving = registry.state(name).get("serving")
@@ -151,7 +133,7 @@ def models_show(task: TaskOpt,
     """A version's manifest (default: the serving one)."""
     from models.registry import Registry
 
-    registry = Registry(_settings().registry_root)
+    registry = Registry(cli_settings().registry_root)
     manifest = registry.show(task, version) if version else registry.serving(task)
     if manifest is None:
         raise ConfigError(f"no version of {task} serves yet")
@@ -167,7 +149,7 @@ def models_promote(task: TaskOpt, version: Annotated[str, typer.Argument()],
     """Serve VERSION for TASK and announce it to running workers."""
     from models.registry import Registry
 
-    s = _settings()
+    s = cli_settings()
     manifest = Registry(s.registry_root).promote(task, version)
     out.print(f"{task}: {version} serves")
     if announce:
@@ -179,7 +161,7 @@ def models_rollback(task: TaskOpt, announce: AnnounceOpt = True) -> None:
     """Serve the previously serving version again and announce it."""
     from models.registry import Registry
 
-    s = _settings()
+    s = cli_settings()
     manifest = Registry(s.registry_root).rollback(task)
     out.print(f"{task}: rolled back to {manifest.version}")
     if announce:
@@ -192,58 +174,7 @@ def models_prune(task: TaskOpt,
     """Delete old versions, keeping the serving one and the newest N."""
     from models.registry import Registry
 
-    s = _settings()
+    s = cli_settings()
     removed = Registry.from_settings(s).prune(task, keep)
     out.print(f"{task}: removed {len(removed)} versions" + (f" ({', '.join(removed)})"
                                                             if removed else ""))
-
-
-def _clinc_default() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150" / \
-        "data_full.json"
-
-
-@bench_app.command("student")
-def bench_student(
-    data: Annotated[Path | None, typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
-                                                      "train split if found)")] = None,
-    repeats: Annotated[int, typer.Option(min=1)] = 5,
-    json_file: JsonOpt = None,
-) -> None:
-    """Featurise+infer items/s at batch 1, 32, 256 and training time, vs torch eager."""
-    from workers.bench_student import run_student_bench
-
-    s = _settings()
-    if data is not None:
-        from models.data import read_labelled
-
-        labelled = read_labelled(data)
-        rows = list(zip(labelled.texts, labelled.labels, strict=True))
-        cut = len(rows) - max(1, len(rows) // 10)
-        rows, held = rows[:cut], rows[cut:]
-    elif _clinc_default().is_file():
-        raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
-        rows, held = [(x, y) for x, y in raw["train"]], [(x, y) for x, y in raw["val"]]
-    else:
-        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = run_student_bench(
-            s, [x for x, _ in rows], [y for _, y in rows],
-            ([x for x, _ in held], [y for _, y in held]), Path(tmp), repeats,
-            progress=lambda m: err.print(m))
-    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
-                  title=f"student, medians of {repeats} runs")
-    for b, rate in figures["items_per_s"].items():
-        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
-                      f"{figures['ratio_to_torch'][b]:.2f}×")
-    out.print(table)
-    out.print(f"training on {figures['train_examples']} examples: "
-              f"{figures['train_seconds']:.2f} s (median)")
-    _write_json(json_file, figures)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    app.command("evaluate")(evaluate)
-    app.add_typer(models_app, name="models")
-    register_bench(app)

@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 
 from distillery.errors import ConfigError
 from schemas.records import InputRecord, ModerationItem, Ticket
-from workers import synth_vocab as V
+from workers.sim import vocab as V
 
 log = logging.getLogger(__name__)
 

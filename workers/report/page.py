@@ -1,7 +1,7 @@
 """The HTML page of ``distillery report``: summary cards, charts and tables per task.
 
 ``render_page`` takes the figures of ``workers.report.task_figures`` (keyed by task name)
-and returns one self-contained page: inline CSS, inline SVG from ``workers.report_svg``,
+and returns one self-contained page: inline CSS, inline SVG from ``workers.report.svg``,
 no script, every text escaped.
 """
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from workers.report_svg import (
+from workers.report.svg import (
     PALETTE,
     Bars,
     Series,

@@ -8,8 +8,8 @@ from typing import Any
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from workers.broker import EmbeddedBroker
-from workers.supervisor import up_file
+from workers.runtime.broker import EmbeddedBroker
+from workers.runtime.supervisor import up_file
 
 
 def _alive(pid: int | None) -> bool:

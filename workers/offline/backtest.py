@@ -20,6 +20,7 @@ from typing import Any
 from distillery.errors import ConfigError
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
+from models.data import read_rows
 from models.evaluate import slice_report
 from models.registry import Registry
 from schemas.records import TextItem
@@ -51,12 +52,6 @@ class BacktestConfig:
     seed: int = 0
 
 
-def read_table(path: Path) -> list[dict[str, Any]]:
-    from models.data import read_rows
-
-    return read_rows(path)
-
-
 def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
     if rows and name not in rows[0]:
         raise ConfigError(f"{path} has no column {name!r}; columns: {', '.join(rows[0])}")
@@ -64,7 +59,7 @@ def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
 
 def load_history(path: Path, text_col: str, id_col: str | None, teacher_col: str,
                  gold_col: str | None) -> list[HistoryRow]:
-    rows = read_table(path)
+    rows = read_rows(path)
     for col in (text_col, teacher_col, *(c for c in (id_col, gold_col) if c)):
         _column(rows, col, path)
     return [
@@ -72,14 +67,6 @@ def load_history(path: Path, text_col: str, id_col: str | None, teacher_col: str
                    str(r[teacher_col]), str(r[gold_col]) if gold_col else None)
         for i, r in enumerate(rows)
     ]
-
-
-def load_labelled(path: Path, text_col: str = "text", label_col: str = "label"
-                  ) -> list[tuple[str, str]]:
-    from models.data import read_labelled
-
-    data = read_labelled(path, text_col, label_col)
-    return list(zip(data.texts, data.labels, strict=True))
 
 
 def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],

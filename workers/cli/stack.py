@@ -2,45 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from distillery.errors import ConfigError
-from distillery.settings import Settings, load_settings
-from distillery.tasks import TaskConfig, load_tasks
-
-out = Console()
-err = Console(stderr=True)
-TasksOpt = Annotated[list[str] | None, typer.Option("--task", "-t", help="Task (repeatable; default: all)")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    return load_settings(**overrides)
-
-
-def _tasks(settings: Settings, names: list[str] | None) -> list[TaskConfig]:
-    known = load_tasks(settings)
-    unknown = [n for n in names or [] if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown task {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return [known[n] for n in (names or sorted(known))]
+from workers.cli.common import TasksOpt, cli_settings, err, out, tasks_of, write_json
 
 
 def up(task: TasksOpt = None) -> None:
     """Start the broker (embedded unless configured), create the topics, run every worker."""
-    from workers.stack import children, prepare
-    from workers.supervisor import Supervisor
+    from workers.runtime.stack import children, prepare
+    from workers.runtime.supervisor import Supervisor
 
-    s = _settings()
-    tasks = _tasks(s, task)
+    s = cli_settings()
+    tasks = tasks_of(s, task)
     s, _ = prepare(s, tasks)
     logs = s.state_dir / "logs"
     kids = children(s, tasks, logs)
@@ -51,10 +28,10 @@ def up(task: TasksOpt = None) -> None:
 
 def down(stop_broker: Annotated[bool, typer.Option(help="Also stop the embedded broker")] = True) -> None:
     """Stop a running `distillery up` (and the embedded broker)."""
-    from workers.broker import EmbeddedBroker
-    from workers.supervisor import stop_running
+    from workers.runtime.broker import EmbeddedBroker
+    from workers.runtime.supervisor import stop_running
 
-    s = _settings()
+    s = cli_settings()
     stopped = stop_running(s)
     out.print("workers stopped" if stopped else "no `distillery up` was running")
     if stop_broker and "kafka_bootstrap" not in s.model_fields_set:
@@ -64,16 +41,15 @@ def down(stop_broker: Annotated[bool, typer.Option(help="Also stop the embedded 
 
 def status(json_file: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Each component, its consumer lag and the serving model per task."""
-    from workers.status import gather
+    from workers.runtime.status import gather
 
-    s = _settings()
-    figures = gather(s, _tasks(s, None))
+    s = cli_settings()
+    figures = gather(s, tasks_of(s, None))
     table = Table("component", "state", "detail", title="distillery status")
     for row in figures["components"]:
         table.add_row(row["name"], row["state"], row.get("detail", ""))
     out.print(table)
-    if json_file:
-        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    write_json(json_file, figures)
 
 
 def demo(
@@ -85,10 +61,10 @@ def demo(
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """The whole loop on synthetic streams with the oracle teacher, under its own topic prefix."""
-    from workers.demo import run_demo
+    from workers.sim.demo import run_demo
 
-    s = _settings()
-    figures = run_demo(s, _tasks(s, task), n, rate, out_dir, keep_running, console=err)
+    s = cli_settings()
+    figures = run_demo(s, tasks_of(s, task), n, rate, out_dir, keep_running, console=err)
     table = Table("figure", "value", title="demo")
     for key in ("events", "decided_by_student", "decided_by_teacher", "dead_lettered", "lost",
                 "model_versions", "student_share_last_1000", "seconds"):
@@ -96,14 +72,6 @@ def demo(
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
     out.print(f"report: {figures['report']}")
-    if json_file:
-        json_file.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    write_json(json_file, figures)
     if figures["lost"]:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("up")(up)
-    app.command("down")(down)
-    app.command("status")(status)
-    app.command("demo")(demo)

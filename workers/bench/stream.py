@@ -172,7 +172,7 @@ def _free_port() -> int:
 
 
 def _ticket_values(task: TaskConfig, n: int, seed: int) -> list[tuple[bytes, bytes]]:
-    from workers.synth import generate
+    from workers.sim.synth import generate
 
     return [(t.id.encode(), encode(t)) for t in generate(task.name, n, seed=seed)]
 
@@ -180,7 +180,7 @@ def _ticket_values(task: TaskConfig, n: int, seed: int) -> list[tuple[bytes, byt
 def _bench_student(settings: Settings, task: TaskConfig, progress: Progress) -> Any:
     """Train a small student on synthetic tickets and publish it to the bench registry."""
     from models.pipeline import publish_and_promote, train_version
-    from workers.synth import generate
+    from workers.sim.synth import generate
 
     progress("training a student on 4,000 synthetic tickets")
     items = generate(task.name, 4000, seed=7)

@@ -1,0 +1,93 @@
+"""``distillery bench student`` and ``distillery bench stream``: figures with a same-run baseline."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from distillery.errors import ConfigError
+from workers.cli.common import JsonOpt, cli_settings, err, out, write_json
+
+bench_app = typer.Typer(help="Benchmarks that print figures (medians, with a baseline).",
+                        no_args_is_help=True)
+
+
+def _clinc_default() -> Path:
+    """CLINC150 as shipped in a source checkout (``datasets/clinc150``)."""
+    return Path(__file__).resolve().parents[2] / "datasets" / "clinc150" / "data_full.json"
+
+
+@bench_app.command("student")
+def bench_student(
+    data: Annotated[Path | None, typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
+                                                      "train split if found)")] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 5,
+    json_file: JsonOpt = None,
+) -> None:
+    """Featurise+infer items/s at batch 1, 32, 256 and training time, vs torch eager."""
+    from workers.bench.student import run_student_bench
+
+    s = cli_settings()
+    if data is not None:
+        from models.data import read_labelled
+
+        labelled = read_labelled(data)
+        rows = list(zip(labelled.texts, labelled.labels, strict=True))
+        cut = len(rows) - max(1, len(rows) // 10)
+        rows, held = rows[:cut], rows[cut:]
+    elif _clinc_default().is_file():
+        raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
+        rows, held = [(x, y) for x, y in raw["train"]], [(x, y) for x, y in raw["val"]]
+    else:
+        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run_student_bench(
+            s, [x for x, _ in rows], [y for _, y in rows],
+            ([x for x, _ in held], [y for _, y in held]), Path(tmp), repeats,
+            progress=lambda m: err.print(m))
+    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
+                  title=f"student, medians of {repeats} runs")
+    for b, rate in figures["items_per_s"].items():
+        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
+                      f"{figures['ratio_to_torch'][b]:.2f}×")
+    out.print(table)
+    out.print(f"training on {figures['train_examples']} examples: "
+              f"{figures['train_seconds']:.2f} s (median)")
+    write_json(json_file, figures)
+
+
+@bench_app.command("stream")
+def bench_stream(
+    events: Annotated[int, typer.Option(min=1000, help="Tickets pre-produced per run")] = 20_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported")] = 3,
+    rate: Annotated[float, typer.Option(min=1.0, help="Offered rate for the latency run")] = 1000.0,
+    latency_seconds: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    json_file: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """Classify-worker throughput vs a raw passthrough and a plain aiokafka loop; latency."""
+    from workers.bench.stream import BenchConfig, run_stream_bench
+    from workers.runtime.stack import ensure_broker
+
+    settings, broker = ensure_broker(cli_settings())
+    try:
+        figures = run_stream_bench(settings, BenchConfig(events, repeats, rate, latency_seconds),
+                                   progress=lambda m: err.print(m))
+    finally:
+        if broker is not None:
+            broker.stop()
+    table = Table("measure", "value", title=f"stream, medians of {repeats} runs of {events:,}")
+    table.add_row("classify worker (faust) events/s", f"{figures['events_per_s']:,.0f}")
+    table.add_row("raw aiokafka passthrough events/s", f"{figures['passthrough_events_per_s']:,.0f}")
+    table.add_row("plain aiokafka loop + process_batch events/s",
+                  f"{figures['plain_loop_events_per_s']:,.0f}")
+    table.add_row("ratio to the passthrough", f"{figures['ratio']:.2f}")
+    table.add_row("ratio to the plain loop", f"{figures['ratio_to_plain_loop']:.2f}")
+    table.add_row(f"latency p50 / p99 at {rate:,.0f} events/s",
+                  f"{figures['latency_ms']['p50']:.1f} / {figures['latency_ms']['p99']:.1f} ms")
+    out.print(table)
+    write_json(json_file, figures)

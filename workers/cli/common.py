@@ -1,0 +1,47 @@
+"""What every command module shares: settings with quiet Kafka loggers, task lookup, output.
+
+Commands stay thin — parse, call a plain function, print — and take these few helpers from
+here instead of each keeping its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from distillery.settings import Settings, load_settings
+from distillery.tasks import TaskConfig, resolve_tasks
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON")]
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name")]
+TasksOpt = Annotated[
+    list[str] | None, typer.Option("--task", "-t", help="Task (repeatable; default: all)")
+]
+
+_CHATTY_LOGGERS = ("kafka", "aiokafka", "httpx")
+
+
+def cli_settings(**overrides: Any) -> Settings:
+    """The settings, with options left unset (``None``) ignored and client loggers quiet."""
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def tasks_of(settings: Settings, names: list[str] | None) -> list[TaskConfig]:
+    """The named tasks (all when ``names`` is empty); an unknown name is a ``ConfigError``."""
+    return resolve_tasks(settings, names)
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    """Write ``data`` as indented JSON when a path was given (``--json FILE``)."""
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,79 @@
+"""``distillery worker classify | teacher | trainer``: run one worker in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from distillery.tasks import get_task
+from workers.cli.common import TasksOpt, cli_settings, err, tasks_of
+
+worker_app = typer.Typer(help="Run one of distillery's workers.", no_args_is_help=True)
+
+
+@worker_app.command("classify")
+def classify(
+    task: TasksOpt = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of the worker's web server and /metrics")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
+) -> None:
+    """Classify input topics with the student; route to results, teacher and dead-letter topics."""
+    from streams.app import run_worker
+    from streams.topics import create_topics
+
+    settings = cli_settings(web_port=web_port)
+    tasks = tasks_of(settings, task)
+    create_topics(settings)
+    run_worker(settings, tasks, loglevel=loglevel)
+
+
+@worker_app.command("teacher")
+def teacher(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task whose <task>.teacher to serve")],
+    metrics_port: Annotated[
+        Optional[int],  # noqa: UP045 - typer reads the annotation
+        typer.Option(help="Port of /metrics (0: off; default: DISTILLERY_METRICS_PORT)"),
+    ] = None,
+    examples: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Few-shot examples for the openai teacher: CSV or JSONL, text,label"),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
+) -> None:
+    """Consume <task>.teacher; emit decisions, verdicts and dead letters (at-least-once)."""
+    from streams.topics import create_topics
+    from workers.teacher import TeacherWorker, make_teacher, run_worker
+    from workers.teacher.examples import load_examples
+
+    logging.getLogger().setLevel(loglevel.upper())
+    settings = cli_settings()
+    config = get_task(settings, task)
+    shots = load_examples(examples, config) if examples is not None else []
+    create_topics(settings)
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    worker = TeacherWorker(settings, config, make_teacher(settings, shots), metrics_port=port)
+    run_worker(worker)
+
+
+@worker_app.command("trainer")
+def trainer(
+    task: Annotated[str, typer.Option("--task", "-t")],
+    bootstrap: Annotated[Path | None, typer.Option(help="Labelled text,label file to start from")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the store from the topics first")] = False,
+) -> None:
+    """Consume verdicts and feedback into the training store; refresh the student periodically."""
+    from models.data import read_pairs
+    from workers.trainer.consume import rebuild_store
+    from workers.trainer.worker import run_trainer, store_refresher
+
+    settings = cli_settings()
+    config = get_task(settings, task)
+    rows = read_pairs(bootstrap) if bootstrap else []
+    if rebuild:
+        count = asyncio.run(rebuild_store(settings, config))
+        err.print(f"rebuilt the training store from {count} messages")
+    run_trainer(settings, config, store_refresher(settings, config, rows))
