@@ -8,6 +8,7 @@ defaults below. Nothing else in distillery reads ``os.environ``: pass a ``Settin
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -155,21 +156,49 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         return self.state_dir / "broker"
 
+    def _sasl_kwargs(self) -> dict[str, Any]:
+        """SASL keywords, spelled the same by kafka-python and aiokafka."""
+        if not self.kafka_sasl_mechanism:
+            return {}
+        return {"sasl_mechanism": self.kafka_sasl_mechanism,
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": _reveal(self.kafka_sasl_password)}
+
+    @property
+    def kafka_uses_ssl(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of the SSL settings (aiokafka and faust take a context, not files)."""
+        context = ssl.create_default_context(cafile=_str(self.kafka_ssl_cafile))
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(str(self.kafka_ssl_certfile), _str(self.kafka_ssl_keyfile),
+                                    _reveal(self.kafka_ssl_password))
+        return context
+
+    def faust_credentials(self) -> Any:
+        """The security settings as faust's ``broker_credentials`` (None for PLAINTEXT)."""
+        import faust
+
+        context = self.ssl_context() if self.kafka_uses_ssl else None
+        if self.kafka_sasl_mechanism:
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username, password=_reveal(self.kafka_sasl_password),
+                mechanism=self.kafka_sasl_mechanism, ssl_context=context)
+        return faust.SSLCredentials(context) if context is not None else None
+
     def kafka_python_kwargs(self) -> dict[str, Any]:
         """Connection kwargs for kafka-python clients (admin, producer, consumer)."""
         kw: dict[str, Any] = {
             "bootstrap_servers": self.kafka_bootstrap.split(","),
             "security_protocol": self.kafka_security_protocol,
+            **self._sasl_kwargs(),
         }
-        if self.kafka_sasl_mechanism:
-            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kw["sasl_plain_username"] = self.kafka_sasl_username
-            kw["sasl_plain_password"] = _reveal(self.kafka_sasl_password)
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            kw["ssl_cafile"] = _str(self.kafka_ssl_cafile)
-            kw["ssl_certfile"] = _str(self.kafka_ssl_certfile)
-            kw["ssl_keyfile"] = _str(self.kafka_ssl_keyfile)
-            kw["ssl_password"] = _reveal(self.kafka_ssl_password)
+        if self.kafka_uses_ssl:
+            kw.update(ssl_cafile=_str(self.kafka_ssl_cafile),
+                      ssl_certfile=_str(self.kafka_ssl_certfile),
+                      ssl_keyfile=_str(self.kafka_ssl_keyfile),
+                      ssl_password=_reveal(self.kafka_ssl_password))
         return kw
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
@@ -177,22 +206,10 @@ class Settings(BaseSettings):
         kw: dict[str, Any] = {
             "bootstrap_servers": self.kafka_bootstrap,
             "security_protocol": self.kafka_security_protocol,
+            **self._sasl_kwargs(),
         }
-        if self.kafka_sasl_mechanism:
-            kw["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kw["sasl_plain_username"] = self.kafka_sasl_username
-            kw["sasl_plain_password"] = _reveal(self.kafka_sasl_password)
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
-            context = ssl.create_default_context(cafile=_str(self.kafka_ssl_cafile))
-            if self.kafka_ssl_certfile:
-                context.load_cert_chain(
-                    str(self.kafka_ssl_certfile),
-                    _str(self.kafka_ssl_keyfile),
-                    _reveal(self.kafka_ssl_password),
-                )
-            kw["ssl_context"] = context
+        if self.kafka_uses_ssl:
+            kw["ssl_context"] = self.ssl_context()
         return kw
 
 

@@ -11,7 +11,6 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 
 def _prf(true: np.ndarray, pred: np.ndarray, label: str) -> dict[str, float | int]:
@@ -86,20 +85,3 @@ def _metadata_slices(true: np.ndarray, pred: np.ndarray, metadata: list[dict[str
             for value, idx in sorted(groups.items())
         }
     return out
-
-
-def report_table(report: dict[str, Any], title: str = "slices") -> Table:
-    critical = set(report.get("critical_recall", {}))
-    table = Table("label", "precision", "recall", "f1", "support",
-                  title=f"{title}: accuracy {report['accuracy']:.4f}, "
-                        f"macro-F1 {report['macro_f1']:.4f}")
-    for name, s in report["slices"].items():
-        if not s["support"] and not s["precision"]:
-            continue
-        mark = " (critical)" if name in critical else ""
-        table.add_row(name + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}",
-                      f"{s['f1']:.3f}", str(s["support"]))
-    if "coverage" in report:
-        table.caption = (f"coverage {report['coverage']:.3f} at accepted accuracy "
-                         f"{report['accepted_accuracy']:.3f}")
-    return table

@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import fastavro
-from fastavro.schema import parse_schema, to_parsing_canonical_form
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from pydantic import ValidationError as PydanticValidationError
 
 from distillery.errors import SerializationError, ValidationError
@@ -29,30 +29,6 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 
 R = TypeVar("R", bound=Record)
-
-_CRC64_EMPTY = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The CRC-64-AVRO (Rabin) fingerprint of the Avro specification."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
-
 
 @dataclass(frozen=True)
 class SchemaVersion:
@@ -65,14 +41,15 @@ class SchemaVersion:
 def _load(file_name: str) -> SchemaVersion:
     text = resources.files("schemas").joinpath("avro", file_name).read_text(encoding="utf-8")
     parsed = parse_schema(json.loads(text))
-    canonical = to_parsing_canonical_form(parsed).encode("utf-8")
+    canonical = to_parsing_canonical_form(parsed)
     stem = file_name.removesuffix(".avsc")
     name, _, version = stem.partition(".")
     return SchemaVersion(
         name=name,
         version=version or "current",
         parsed=parsed,
-        fingerprint=struct.pack("<Q", crc64_avro(canonical)),
+        # CRC-64-AVRO, as the hex of its 8 little-endian bytes: what single-object encoding writes
+        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
     )
 
 

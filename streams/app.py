@@ -129,7 +129,7 @@ class ClassifyApp:
         app = faust.App(
             f"{s.topic_prefix}distillery-classify",
             broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
-            broker_credentials=None,
+            broker_credentials=s.faust_credentials(),
             value_serializer="raw",
             key_serializer="raw",
             topic_partitions=s.topic_partitions,

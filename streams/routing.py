@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from distillery.tasks import TaskConfig
-from schemas.records import Decision, TeacherRequest
+from schemas.records import Decision, RequestReason, TeacherRequest
 from streams.decode import Item
 
 
@@ -63,13 +63,13 @@ def _latency_ms(item: Item, now: datetime) -> float:
 
 
 def _request(
-    task: TaskConfig, item: Item, reason: str, label: str | None, conf: float | None,
+    task: TaskConfig, item: Item, reason: RequestReason, label: str | None, conf: float | None,
     version: str | None, now: datetime,
 ) -> TeacherRequest:
     return TeacherRequest(
         id=item.record.id, task=task.name, text=item.text, metadata=item.record.metadata,
         student_label=label, student_confidence=conf, model_version=version,
-        reason=reason,  # type: ignore[arg-type]
+        reason=reason,
         requested_at=now,
     )
 
@@ -97,6 +97,7 @@ def route_batch(
     for i, item in enumerate(items):
         label = str(predictions.labels[i])
         conf = float(predictions.confidence[i])
+        reason: RequestReason
         if label in task.critical_labels or critical_mass[i] >= policy.critical_floor:
             reason = "critical"
         elif not bool(accepted[i]):

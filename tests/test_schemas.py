@@ -67,9 +67,13 @@ def test_every_record_type_has_a_schema_and_a_sample() -> None:
 
 
 def test_single_object_fingerprint_is_the_standard_crc64() -> None:
+    # The Avro specification's test vector: CRC-64-AVRO of the schema "null" is
+    # 7195948357588979594, written little-endian in single-object encoding.
+    assert fingerprint('"null"', "CRC-64-AVRO") == (7195948357588979594).to_bytes(8, "little").hex()
     for schema in schema_versions():
         canonical = to_parsing_canonical_form(schema.parsed)
-        assert schema.fingerprint.hex() == fingerprint(canonical, "CRC-64-AVRO")
+        assert schema.fingerprint == bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        assert len(schema.fingerprint) == 8
 
 
 def test_confluent_wire_format_is_readable_with_schema_ids() -> None:

@@ -34,6 +34,7 @@ from streams.hotswap import ModelHolder
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, StudentLike
 from streams.topics import DEADLETTER_TOPIC, create_topics
+from workers.runtime.procs import free_port
 
 Progress = Callable[[str], None]
 
@@ -154,21 +155,13 @@ def _start_worker(settings: Settings, group_prefix: str, log_file: Path) -> subp
 
     # the child is configured the way a user would: DISTILLERY_* variables
     env = child_env(settings.model_copy(update={"topic_prefix": group_prefix,
-                                                "web_port": _free_port()}))
+                                                "web_port": free_port()}))
     with open(log_file, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "classify", "--task", "tickets",
              "--loglevel", "WARNING"],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ticket_values(task: TaskConfig, n: int, seed: int) -> list[tuple[bytes, bytes]]:

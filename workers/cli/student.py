@@ -43,7 +43,6 @@ def train(
 ) -> None:
     """Train, calibrate and evaluate a student; publish it and serve it if it passes the gate."""
     from models.data import read_labelled
-    from models.evaluate import report_table
     from models.pipeline import publish_and_promote, train_version
     from models.registry import Registry
 
@@ -86,7 +85,6 @@ def evaluate(
 ) -> None:
     """Slice report of the serving (or given) student on labelled data."""
     from models.data import read_labelled
-    from models.evaluate import report_table
     from models.pipeline import evaluate_student
     from models.registry import Registry
 
@@ -178,3 +176,20 @@ def models_prune(task: TaskOpt,
     removed = Registry.from_settings(s).prune(task, keep)
     out.print(f"{task}: removed {len(removed)} versions" + (f" ({', '.join(removed)})"
                                                             if removed else ""))
+
+
+def report_table(report: dict[str, Any], title: str = "slices") -> Table:
+    critical = set(report.get("critical_recall", {}))
+    table = Table("label", "precision", "recall", "f1", "support",
+                  title=f"{title}: accuracy {report['accuracy']:.4f}, "
+                        f"macro-F1 {report['macro_f1']:.4f}")
+    for name, s in report["slices"].items():
+        if not s["support"] and not s["precision"]:
+            continue
+        mark = " (critical)" if name in critical else ""
+        table.add_row(name + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}",
+                      f"{s['f1']:.3f}", str(s["support"]))
+    if "coverage" in report:
+        table.caption = (f"coverage {report['coverage']:.3f} at accepted accuracy "
+                         f"{report['accepted_accuracy']:.3f}")
+    return table

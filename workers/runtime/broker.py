@@ -24,6 +24,7 @@ from pathlib import Path
 
 from distillery.errors import BrokerError
 from distillery.settings import Settings
+from workers.runtime.procs import alive
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class EmbeddedBroker:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -155,12 +156,12 @@ class EmbeddedBroker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if alive(pid):
             log.warning("broker %s did not stop in %.0fs: killing it", pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -286,21 +287,6 @@ def _java_major(java: str) -> int | None:
         return None
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-        return state != "Z"
-    except (FileNotFoundError, IndexError):
-        return True
 
 
 def _port_free(port: int) -> bool:

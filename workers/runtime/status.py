@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from workers.runtime.broker import EmbeddedBroker
+from workers.runtime.procs import alive
 from workers.runtime.supervisor import up_file
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def _lag(settings: Settings, group: str) -> int | None:
@@ -64,7 +54,7 @@ def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
     for name, group in groups.items():
         child = state.get("children", {}).get(name, {})
         lag = _lag(settings, group) if running else None
-        rows.append({"name": name, "state": "running" if _alive(child.get("pid")) else "stopped",
+        rows.append({"name": name, "state": "running" if alive(child.get("pid")) else "stopped",
                      "lag": lag, "restarts": child.get("restarts", 0),
                      "detail": f"lag {lag}" if lag is not None else "no committed offsets"})
     registry = Registry(settings.registry_root)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,6 @@ from schemas.records import TeacherRequest
 from workers.teacher.base import TeacherAnswer, TeacherCallError, canonical_label
 
 ORACLE_KEY = "oracle_label"
-
-
-@dataclass(frozen=True)
-class RecordedVerdict:
-    label: str
-    teacher_id: str
-    cost: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -55,16 +46,17 @@ class RecordedTeacher:
     def __init__(self, path: Path, teacher_id: str | None = None) -> None:
         self.path = Path(path)
         self.teacher_id = teacher_id or f"recorded:{self.path.name}"
-        self.by_id: dict[str, RecordedVerdict] = {}
-        self.by_text: dict[str, RecordedVerdict] = {}
+        self.by_id: dict[str, TeacherAnswer] = {}
+        self.by_text: dict[str, TeacherAnswer] = {}
         for number, row in enumerate(read_rows(self.path), start=1):
             label = str(row.get("label") or "").strip()
             item_id, text = row.get("id"), row.get("text")
             if not label or not (item_id or text):
                 raise ConfigError(f"{self.path}: row {number} needs a label and an id or a text")
-            verdict = RecordedVerdict(
-                label, str(row.get("teacher_id") or self.teacher_id), _number(row, "cost"),
-                int(_number(row, "tokens_in")), int(_number(row, "tokens_out")))
+            verdict = TeacherAnswer(
+                label, str(row.get("teacher_id") or self.teacher_id), cost=_number(row, "cost"),
+                tokens_in=int(_number(row, "tokens_in")),
+                tokens_out=int(_number(row, "tokens_out")))
             if item_id:
                 self.by_id[str(item_id)] = verdict
             if text:
@@ -79,9 +71,8 @@ class RecordedTeacher:
         if verdict is None:
             raise TeacherCallError(f"no recorded verdict for id {request.id} or its text",
                                    kind="unknown_item", retriable=False)
-        label = canonical_label(verdict.label, task)
-        return TeacherAnswer(label, verdict.teacher_id, (time.perf_counter() - started) * 1000,
-                             verdict.cost, verdict.tokens_in, verdict.tokens_out)
+        return replace(verdict, label=canonical_label(verdict.label, task),
+                       latency_ms=(time.perf_counter() - started) * 1000)
 
 
 class OracleTeacher:

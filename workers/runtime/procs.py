@@ -1,0 +1,37 @@
+"""Small process and port helpers shared by the broker, the supervisor, status and the benches."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie.
+
+    A process we may not signal (``PermissionError``) exists: it is alive. A zombie — a
+    child that exited and was not reaped yet — is dead.
+
+    >>> alive(os.getpid()), alive(None), alive(0)
+    (True, False, False)
+    """
+    if not pid or pid < 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it; another may take it later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
