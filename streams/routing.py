@@ -49,7 +49,15 @@ class Routed:
 
 
 def audit_selected(item_id: str, rate: float) -> bool:
-    """Deterministic from the id: the same item is always (or never) audited."""
+    """Deterministic from the id: the same item is always (or never) audited.
+
+    >>> audit_selected("ticket-1", 0.0), audit_selected("ticket-1", 1.0)
+    (False, True)
+    >>> audit_selected("ticket-1", 0.3) == audit_selected("ticket-1", 0.3)
+    True
+    >>> sum(audit_selected(f"id-{i}", 0.1) for i in range(10_000))  # about 10%
+    971
+    """
     if rate <= 0.0:
         return False
     digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()

@@ -8,7 +8,6 @@ started for the session under a temporary state directory and stopped at the end
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,15 +16,10 @@ from pathlib import Path
 import pytest
 
 from distillery.settings import Settings, load_settings
+from workers.runtime.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-CLINC_DIR = REPO.parent / "shared" / "datasets" / "clinc150"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+CLINC_DIR = REPO / "datasets" / "clinc150"  # shipped with the repository (CC-BY-3.0)
 
 
 def _docker_engine_answers() -> bool:
@@ -36,6 +30,14 @@ def _docker_engine_answers() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the broker is a ``kafka`` test, marked or not: ``-m "not kafka"``
+    must never start one."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +58,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = base.model_copy(
         update={
             "state_dir": tmp_path_factory.mktemp("broker-state"),
-            "broker_port": _free_port(),
-            "broker_controller_port": _free_port(),
+            "broker_port": free_port(),
+            "broker_controller_port": free_port(),
         }
     )
     broker = EmbeddedBroker(settings)

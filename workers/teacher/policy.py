@@ -24,7 +24,11 @@ BREAKER_STATE_VALUE: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "op
 
 def cost_of(tokens_in: int, tokens_out: int, price_in_per_mtok: float,
             price_out_per_mtok: float) -> float:
-    """The price of one call, from its token counts and prices per million tokens."""
+    """The price of one call, from its token counts and prices per million tokens.
+
+    >>> cost_of(1_000, 10, price_in_per_mtok=3.0, price_out_per_mtok=15.0)
+    0.00315
+    """
     return (tokens_in * price_in_per_mtok + tokens_out * price_out_per_mtok) / 1_000_000
 
 

@@ -54,7 +54,12 @@ class Dataset:
 
 def oversample(rows: list[tuple[str, str]], critical: list[str], min_share: float | None,
                boost: float, max_repeat: int) -> list[tuple[str, str]]:
-    """Repeat rows of rare classes up to a minimum share; critical labels get ``boost``×."""
+    """Repeat rows of rare classes up to a minimum share; critical labels get ``boost``×.
+
+    >>> rows = [("a", "common")] * 8 + [("b", "rare")] + [("c", "fraud")]
+    >>> sorted(Counter(y for _, y in oversample(rows, ["fraud"], 0.2, 3.0, 10)).items())
+    [('common', 8), ('fraud', 3), ('rare', 2)]
+    """
     counts = Counter(label for _, label in rows)
     if not counts:
         return rows

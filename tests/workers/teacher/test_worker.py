@@ -34,7 +34,7 @@ from workers.teacher import (
 from workers.teacher.worker import group_id
 
 pytestmark = pytest.mark.kafka
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass

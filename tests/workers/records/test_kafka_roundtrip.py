@@ -13,7 +13,7 @@ import pytest
 from distillery.settings import Settings
 from schemas.records import RECORD_TYPES
 from streams.topics import catalogue, create_topics, describe_topics
-from tests.test_schemas import samples
+from tests.schemas.test_schemas import samples
 from workers.records.transfer import consume_topic, produce_file
 
 pytestmark = pytest.mark.kafka

@@ -10,17 +10,17 @@ import pytest
 
 from distillery.settings import load_settings
 from streams.topics import create_topics
-from tests.conftest import _free_port
-from tests.streamkit import collect, start_classify, stop
-from tests.test_streams_coldstart import _produce_paced, _tickets
+from tests.streams.kit import collect, start_classify, stop
+from tests.streams.test_coldstart import _produce_paced, _tickets
 from workers.runtime.broker import EmbeddedBroker
+from workers.runtime.procs import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
-    base = load_settings(state_dir=tmp_path / "broker", broker_port=_free_port(),
-                         broker_controller_port=_free_port())
+    base = load_settings(state_dir=tmp_path / "broker", broker_port=free_port(),
+                         broker_controller_port=free_port())
     broker = EmbeddedBroker(base)
     broker.start()
     s = base.model_copy(update={"kafka_bootstrap": broker.bootstrap, "topic_prefix": "rs.",

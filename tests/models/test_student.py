@@ -190,7 +190,7 @@ def test_featurizer_is_stable_across_processes() -> None:
             f"print(json.dumps(Featurizer().transform({texts!r})[0].tolist()))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin"},
-                           cwd=Path(__file__).resolve().parents[1])
+                           cwd=Path(__file__).resolve().parents[2])
     assert json.loads(other.stdout) == here
 
 

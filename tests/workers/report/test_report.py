@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from distillery.errors import ConfigError
@@ -346,9 +345,8 @@ def test_report_command_reads_the_topics(kafka_settings: Settings, tmp_path: Pat
     for name, value in (("KAFKA_BOOTSTRAP", kafka_settings.kafka_bootstrap),
                         ("TOPIC_PREFIX", kafka_settings.topic_prefix)):
         monkeypatch.setenv(f"DISTILLERY_{name}", value)
-    app = typer.Typer()
-    cli_report.register(app)
-    app.command("noop")(lambda: None)  # keep "report" a subcommand
+    from workers.cli.main import app
+
     out, json_file = tmp_path / "rep", tmp_path / "figures.json"
     result = CliRunner().invoke(app, ["report", "--out", str(out), "--json", str(json_file)])
     assert result.exit_code == 0, result.output

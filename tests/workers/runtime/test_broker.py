@@ -13,17 +13,17 @@ from distillery.errors import BrokerError
 from distillery.settings import load_settings
 from schemas.records import Ticket
 from streams.topics import create_topics
-from tests.conftest import _free_port
 from workers.records.transfer import consume_topic, produce_file
 from workers.runtime import broker as broker_module
 from workers.runtime.broker import EmbeddedBroker
+from workers.runtime.procs import free_port
 
 
 def _own_broker(tmp_path: Path) -> EmbeddedBroker:
     settings = load_settings(
         state_dir=tmp_path / "state",
-        broker_port=_free_port(),
-        broker_controller_port=_free_port(),
+        broker_port=free_port(),
+        broker_controller_port=free_port(),
         topic_prefix="restart.",
     )
     bootstrap = f"127.0.0.1:{settings.broker_port}"

@@ -20,17 +20,13 @@ from models.featurize import Featurizer, FeaturizerConfig, _mix
 from models.pipeline import TrainResult, publish_and_promote
 from models.train import class_weights
 
-CLINC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clinc150"
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
            "pin_change", "freeze_account", "transfer"]
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[tuple[str, str]]:
-    path = CLINC / "data_full.json"
-    if not path.is_file():
-        pytest.fail(f"CLINC150 data not found at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+def rows(clinc_dir: Path) -> list[tuple[str, str]]:
+    data = json.loads((clinc_dir / "data_full.json").read_text(encoding="utf-8"))
     return [(t, y) for t, y in data["train"] if y in INTENTS]
 
 

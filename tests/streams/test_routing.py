@@ -22,7 +22,7 @@ from schemas.serde import encode
 from streams.announce import announcement_for, publish_announcement
 from streams.decode import Item, RawEvent
 from streams.routing import Policy, audit_selected, route_batch
-from tests.streamkit import collect, start_classify, stop
+from tests.streams.kit import collect, start_classify, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from distillery.settings import Settings
 from schemas.records import Feedback, Ticket
 from schemas.serde import SINGLE_OBJECT_MAGIC, encode, schema_for
-from tests.streamkit import collect, start_classify, stop
+from tests.streams.kit import collect, start_classify, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

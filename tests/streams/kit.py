@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ from typing import Any
 from distillery.settings import Settings
 from schemas.records import DeadLetter, Decision, TeacherRequest
 from schemas.serde import decode
+from workers.runtime.procs import free_port
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+REPO = Path(__file__).resolve().parents[2]
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from distillery.errors import ConfigError
 from distillery.settings import Settings, load_settings, setting_env_names
 from distillery.tasks import BUILTIN_TASKS, get_task, load_tasks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_settings_are_frozen_and_read_the_prefixed_environment(
