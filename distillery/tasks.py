@@ -1,9 +1,13 @@
 """Tasks as configuration.
 
 A task names its input topic and record schema, the fields that make its text, its labels
-(name, description, critical or not), the teacher's instructions, its results topic and its
-routing policy. Two tasks are built in (``tickets`` and ``moderation``); a TOML file named
-by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces built-in ones, e.g.::
+(name, description, critical or not), the teacher's instructions, its results topic, its
+routing policy and its wire formats: ``input_format`` (``auto``, the default: Avro when the
+bytes carry an Avro header, else JSON; or only ``avro``, only ``json``) and
+``output_format`` of its results topic (``avro``, the default, or ``json`` so that any
+Kafka client can read the decisions). Two tasks are built in (``tickets`` and
+``moderation``); a TOML file named by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces
+built-in ones, e.g.::
 
     [tasks.intents]
     schema = "text"
@@ -12,6 +16,9 @@ by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces built-in ones, e.g.::
       { name = "card_lost", description = "Card lost or stolen", critical = true },
       { name = "balance", description = "Asks for a balance" },
     ]
+
+A table for a built-in task without ``labels`` changes only the keys it gives, e.g.
+``[tasks.tickets]`` with ``output_format = "json"``; with ``labels`` it replaces the task.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from distillery.errors import ConfigError
 from distillery.settings import Settings
 
 SchemaName = Literal["ticket", "moderation", "text"]
+InputFormat = Literal["auto", "avro", "json"]  # what the classify worker accepts
+OutputFormat = Literal["avro", "json"]  # how decisions are written on the results topic
 
 _TEXT_FIELDS: dict[str, list[str]] = {
     "ticket": ["subject", "body"],
@@ -65,6 +74,8 @@ class TaskConfig(BaseModel):
     labels: list[LabelSpec] = Field(min_length=2)
     instructions: str = "Classify the item into exactly one of the labels."
     policy: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
+    input_format: InputFormat = "auto"
+    output_format: OutputFormat = "avro"
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> TaskConfig:
@@ -164,6 +175,10 @@ def load_tasks(settings: Settings) -> dict[str, TaskConfig]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"tasks file {path} is not valid TOML: {exc}") from exc
     for name, body in (raw.get("tasks") or {}).items():
+        if name in BUILTIN_TASKS and "labels" not in body:  # change a built-in task
+            base = BUILTIN_TASKS[name]
+            body = {**base.model_dump(by_alias=True, include=base.model_fields_set), **body}
+            body.pop("name", None)
         try:
             tasks[name] = TaskConfig(name=name, **body)
         except ValidationError as exc:

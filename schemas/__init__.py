@@ -1,4 +1,5 @@
-"""The contracts: Avro schemas, the pydantic models that mirror them, and the serde."""
+"""The contracts: Avro schemas, the pydantic models that mirror them, and the serde
+(Avro with standard framing, and JSON)."""
 
 from schemas.records import (
     INPUT_TYPES,
@@ -16,7 +17,7 @@ from schemas.records import (
     Ticket,
     record_type,
 )
-from schemas.serde import decode, decode_any, encode, validate
+from schemas.serde import decode, decode_any, encode, validate, wire_format
 
 __all__ = [
     "INPUT_TYPES",
@@ -37,4 +38,5 @@ __all__ = [
     "encode",
     "record_type",
     "validate",
+    "wire_format",
 ]

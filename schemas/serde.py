@@ -1,4 +1,4 @@
-"""Avro serde: schemas parsed once, standard framing.
+"""Serde: Avro with standard framing (schemas parsed once), and JSON beside it.
 
 Writing uses Avro *single-object encoding* (``C3 01`` + the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema + the Avro binary body), which needs no schema
@@ -6,6 +6,14 @@ registry. Reading accepts single-object encoding from any schema version shipped
 ``schemas/avro`` (``<name>.avsc`` is current, ``<name>.vN.avsc`` are older versions) and,
 when schema ids are given, Confluent's wire format (``00`` + 4-byte big-endian schema id).
 A record written with an older schema is resolved to the current one (schema evolution).
+
+JSON, because it is what most Kafka producers write and what every client can read: a
+record as one UTF-8 JSON object (``encode(record, "json")``: times in ISO 8601, bytes in
+base64). Reading JSON validates with the same pydantic model as Avro, so a bad JSON record
+fails with the same reasons. ``decode`` takes ``fmt``: ``"avro"`` (only the two Avro
+framings), ``"json"`` (only JSON), or ``"auto"`` (the default, so that every reader accepts
+both): bytes that start with an Avro header (``C3 01`` or ``00``) are Avro, anything else is
+JSON. No JSON text starts with either byte, so the choice is never ambiguous.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -29,6 +37,9 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
 
 R = TypeVar("R", bound=Record)
+
+WireFormat = Literal["avro", "json"]  # how a record is written
+ReadFormat = Literal["auto", "avro", "json"]  # what a reader accepts
 
 @dataclass(frozen=True)
 class SchemaVersion:
@@ -82,8 +93,12 @@ def schema_versions() -> list[SchemaVersion]:
     return list(_catalogue()[1].values())
 
 
-def encode(record: Record) -> bytes:
-    """A record as single-object-encoded Avro bytes."""
+def encode(record: Record, fmt: WireFormat = "avro") -> bytes:
+    """A record as single-object-encoded Avro bytes, or (``fmt="json"``) as a UTF-8 JSON object."""
+    if fmt == "json":
+        return record.model_dump_json().encode("utf-8")
+    if fmt != "avro":
+        raise SerializationError(f"unknown wire format {fmt!r}; known: avro, json")
     schema = schema_for(record.avro_name)
     buffer = io.BytesIO()
     buffer.write(SINGLE_OBJECT_MAGIC)
@@ -111,7 +126,32 @@ def _writer_schema(
         if not confluent_ids or schema_id not in confluent_ids:
             raise SerializationError(f"Confluent schema id {schema_id} is not known here")
         return confluent_ids[schema_id], 5
-    raise SerializationError("not Avro: no single-object or Confluent header")
+    raise SerializationError(NOT_AVRO)
+
+
+NOT_AVRO = "not Avro: no single-object or Confluent header"
+
+
+def wire_format(data: bytes) -> WireFormat:
+    """``avro`` when the bytes start with an Avro header (single-object or Confluent), else
+    ``json``: what ``fmt="auto"`` decodes them as."""
+    if data[:2] == SINGLE_OBJECT_MAGIC or data[:1] == CONFLUENT_MAGIC:
+        return "avro"
+    return "json"
+
+
+def _check_format(data: bytes, fmt: ReadFormat) -> WireFormat:
+    """The format to decode ``data`` as, or a ``SerializationError`` if ``fmt`` refuses it."""
+    if not data:
+        raise SerializationError("empty message")
+    found = wire_format(data)
+    if fmt == "auto" or fmt == found:
+        return found
+    if fmt == "avro":
+        raise SerializationError(NOT_AVRO)
+    if fmt == "json":
+        raise SerializationError("not JSON: the bytes start with an Avro header")
+    raise SerializationError(f"unknown format {fmt!r}; known: auto, avro, json")
 
 
 def decode_dict(
@@ -139,20 +179,65 @@ def decode(
     *,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     confluent_ids: dict[int, SchemaVersion] | None = None,
+    fmt: ReadFormat = "auto",
 ) -> R:
     """Bytes to a validated record of type ``cls``.
 
+    ``fmt`` says which wire formats to accept (``auto``: Avro by its header, else JSON).
     Raises ``SerializationError`` for bytes that are not a ``cls`` record and
     ``ValidationError`` for a record that breaks a contract (empty id, oversized text...).
     """
+    if _check_format(data, fmt) == "json":
+        return _validate_json(cls, data, max_text_chars, only_json=fmt == "json")
     _, value = decode_dict(data, cls.avro_name, confluent_ids)
     return validate(cls, value, max_text_chars=max_text_chars)
 
 
 def decode_any(data: bytes, confluent_ids: dict[int, SchemaVersion] | None = None) -> Record:
-    """Bytes of any known record type to a validated record."""
+    """Bytes of any known record type, Avro or JSON, to a validated record.
+
+    Avro names its schema; a JSON object is taken as the record type with the fewest fields
+    among those whose fields hold all of its keys and whose required fields it has.
+    """
+    if _check_format(data, "auto") == "json":
+        return _validate_json(_json_record_type(data), data, DEFAULT_MAX_TEXT_CHARS)
     name, value = decode_dict(data, None, confluent_ids)
     return validate(RECORD_TYPES[name], value)
+
+
+def _validate_json(cls: type[R], data: bytes, max_text_chars: int, *,
+                   only_json: bool = False) -> R:
+    """JSON bytes to a validated ``cls``: unparseable or not an object is a
+    ``SerializationError``, a contract broken a ``ValidationError`` (as for Avro)."""
+    try:
+        return cls.model_validate_json(data, context={"max_text_chars": max_text_chars})
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            detail = str(first["msg"]).removeprefix("Invalid JSON: ")
+            what = "not JSON" if only_json else "neither Avro nor JSON"
+            raise SerializationError(f"{what}: {detail}") from exc
+        if not first["loc"] and first["type"] in ("model_type", "model_attributes_type"):
+            raise SerializationError("JSON value is not an object") from exc
+        raise ValidationError(describe_validation_error(exc)) from exc
+
+
+def _json_record_type(data: bytes) -> type[Record]:
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SerializationError(f"neither Avro nor JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SerializationError("JSON value is not an object")
+    keys = set(value)
+    fits = [
+        cls for cls in RECORD_TYPES.values()
+        if keys <= set(cls.model_fields)
+        and all(name in keys for name, f in cls.model_fields.items() if f.is_required())
+    ]
+    if not fits:
+        raise SerializationError(f"a JSON object that is no known record (keys: {sorted(keys)})")
+    return min(fits, key=lambda cls: len(cls.model_fields))
 
 
 def validate(
