@@ -20,7 +20,7 @@ import faust
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.serde import encode
-from streams.decode import Item, RawEvent, decode_event
+from streams.decode import Item, RawEvent, decode_event, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, Routed, route_batch
@@ -72,7 +72,7 @@ def _outputs(rt: TaskRuntime, routed: Routed) -> list[Output]:
     out: list[Output] = []
     if routed.decision is not None:
         rt.metrics.decided.labels(task=rt.task.name).inc()
-        out.append((rt.topics["results"], key, encode(routed.decision)))
+        out.append((rt.topics["results"], key, encode_output(rt.task, routed.decision)))
     if routed.request is not None:
         rt.metrics.deferred.labels(task=rt.task.name, reason=routed.request.reason).inc()
         out.append((rt.topics["teacher"], key, encode(routed.request)))

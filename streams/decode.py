@@ -2,6 +2,11 @@
 
 Nothing here raises: every event becomes either an ``Item`` or a ``DeadLetter`` that
 carries the original bytes, the source topic, partition, offset and the reason.
+
+The task's ``input_format`` says what is accepted (``auto``: Avro by its header, else JSON);
+JSON is validated by the same pydantic model as Avro, so the reasons are the same
+(``empty``, ``undecodable``, ``invalid``, ``oversized``). ``encode_output`` writes what the
+results topic carries in the task's ``output_format``.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from dataclasses import dataclass
 
 from distillery.errors import SerializationError, ValidationError
 from distillery.tasks import TaskConfig
-from schemas.records import INPUT_TYPES, DeadLetter, InputRecord
-from schemas.serde import decode
+from schemas.records import INPUT_TYPES, DeadLetter, Decision, InputRecord
+from schemas.serde import decode, encode
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item |
         return dead_letter(task.name, raw, "empty", "the message has no value")
     cls = INPUT_TYPES[task.schema_name]
     try:
-        record = decode(raw.value, cls, max_text_chars=max_text_chars)
+        record = decode(raw.value, cls, max_text_chars=max_text_chars, fmt=task.input_format)
     except SerializationError as exc:
         return dead_letter(task.name, raw, "undecodable", str(exc))
     except ValidationError as exc:
@@ -64,3 +69,8 @@ def decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item |
             task.name, raw, "oversized", f"text is {len(text)} characters, over {max_text_chars}"
         )
     return Item(record=record, text=text, raw=raw)
+
+
+def encode_output(task: TaskConfig, decision: Decision) -> bytes:
+    """A decision as its task's results topic carries it (``output_format``: Avro or JSON)."""
+    return encode(decision, task.output_format)

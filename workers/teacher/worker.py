@@ -272,7 +272,8 @@ class TeacherWorker:
         key = request.id.encode("utf-8")
         sends = []
         if decision is not None:
-            sends.append(await self._send(self.task.results_topic, key, encode(decision)))
+            sends.append(await self._send(self.task.results_topic, key,
+                                          encode(decision, self.task.output_format)))
         if verdict is not None:
             sends.append(await self._send(self.task.verdicts_topic, key, encode(verdict)))
         await asyncio.gather(*sends)
