@@ -92,13 +92,15 @@ def topics_list() -> None:
 
 
 @topics_app.command("describe")
-def topics_describe(names: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+def topics_describe(names: Annotated[list[str] | None, typer.Argument(help="Catalogue names (the prefix is applied) or full names")] = None) -> None:
     """Partitions and config of topics (default: the whole catalogue)."""
     from streams.topics import catalogue, describe_topics, list_topics
+    from workers.cli.records import resolve_topic
 
     s = cli_settings()
     existing = set(list_topics(s))
-    wanted = names or [spec.name for spec in catalogue(s) if spec.name in existing]
+    wanted = ([resolve_topic(s, n, say=False) for n in names] if names
+              else [spec.name for spec in catalogue(s) if spec.name in existing])
     missing = [n for n in wanted if n not in existing]
     if missing:
         raise ConfigError(f"no such topic: {', '.join(missing)}")

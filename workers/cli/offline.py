@@ -29,7 +29,7 @@ def _time(value: str | None, name: str) -> datetime | None:
 
 
 def replay(
-    topic: Annotated[str, typer.Option(help="Topic to replay (with the prefix)")],
+    topic: Annotated[str, typer.Option(help="Topic to replay: a catalogue name (the prefix is applied) or a full name")],
     from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
     since: Annotated[str | None, typer.Option(help="ISO time to start from")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time to stop at")] = None,
@@ -44,7 +44,11 @@ def replay(
         raise ConfigError("replay needs exactly one of --retrain or --to TOPIC")
     if not from_beginning and since is None:
         raise ConfigError("replay needs --from-beginning or --since TIME")
+    from workers.cli.records import resolve_topic
+
     s = cli_settings()
+    topic = resolve_topic(s, topic)
+    to = resolve_topic(s, to) if to is not None else None
     t = get_task(s, task or _task_of(s, topic))
     window = (_time(since, "--since"), _time(until, "--until"))
     if retrain:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from distillery.errors import ConfigError, DistilleryError
 from models.data import jsonl_rows
 from schemas.records import InputRecord, Record
-from schemas.serde import validate
+from schemas.serde import encode, validate
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def read_records(
 
 
 def to_json(record: Record) -> str:
-    """A record as one JSON line (bytes in base64, times in ISO 8601)."""
-    return record.model_dump_json()
+    """A record as one JSON line (bytes in base64, times in ISO 8601): the JSON wire format."""
+    return encode(record, "json").decode("utf-8")
 
 
 def count_lines(path: str) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from distillery.errors import BrokerError, DistilleryError
 from distillery.settings import Settings
 from schemas.records import Record
-from schemas.serde import decode_any, encode
+from schemas.serde import WireFormat, decode_any, encode
 from workers.records.files import Rejection, read_records
 
 
@@ -44,8 +44,9 @@ def produce_file(
     cls: type[Record],
     mapping: dict[str, str],
     on_line: Callable[[], None] = lambda: None,
+    wire: WireFormat = "avro",
 ) -> ProduceSummary:
-    """Validate, Avro-encode and send every line of ``stream``; keyed by record id."""
+    """Validate, encode (Avro or JSON) and send every line of ``stream``; keyed by record id."""
     summary = ProduceSummary()
     producer = make_producer(settings)
     try:
@@ -55,7 +56,7 @@ def produce_file(
                 summary.rejected.append(item)
                 continue
             key = getattr(item, "id", None) or getattr(item, "task", None)
-            producer.send(topic, key=str(key).encode() if key else None, value=encode(item))
+            producer.send(topic, key=str(key).encode() if key else None, value=encode(item, wire))
             summary.produced += 1
         producer.flush()
     finally:
