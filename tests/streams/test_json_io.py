@@ -221,3 +221,32 @@ def test_json_results_are_read_with_plain_kafka_python(kafka_settings: Settings,
     # the task takes only JSON: the Avro event is dead-lettered, saying why
     assert len(letters) == 1 and letters[0].error_kind == "undecodable"
     assert "not JSON" in letters[0].message
+
+
+def test_the_readers_take_json_decisions_and_feedback(tmp_path: Path) -> None:
+    """The report and the trainer decode with ``auto``: JSON needs no change in them."""
+    from types import SimpleNamespace
+
+    from distillery.settings import load_settings
+    from schemas.records import Feedback
+    from workers.report import figures
+    from workers.trainer.consume import apply_message
+    from workers.trainer.store import TrainingStore
+
+    settings = load_settings(topic_prefix="p.")
+    decisions = [Decision(id=f"d{i}", task="tickets", label="refunds", confidence=1.0,
+                          decided_by="teacher", reason="cold_start") for i in range(2)]
+    messages = [SimpleNamespace(topic="p.tickets.routed", value=encode(decisions[0])),
+                SimpleNamespace(topic="p.tickets.routed", value=encode(decisions[1], "json"))]
+    data = figures.sort_messages(settings, [TICKETS], messages)
+    assert data["tickets"].decisions == decisions and data["tickets"].undecodable == 0
+
+    store = TrainingStore(tmp_path / "store.sqlite")
+    try:
+        feedback = Feedback(id="f1", task="tickets", label="refunds")
+        message = SimpleNamespace(topic="p.tickets.feedback", partition=0, offset=0,
+                                  value=encode(feedback, "json"))
+        apply_message(store, TICKETS, "feedback", message)
+        assert store.counts()["feedback"] == 1
+    finally:
+        store.close()
