@@ -30,9 +30,16 @@ def resolve_topic(s: Settings, name: str, *, say: bool = True) -> str:
     known = {spec.name for spec in catalogue(s)}
     full = s.topic(name) if s.topic(name) in known else name
     if say:
-        where = "" if full in known else " (not in the catalogue)"
-        typer.echo(f"topic {full}{where}", err=True)
+        announce_topic(s, full)
     return full
+
+
+def announce_topic(s: Settings, full: str) -> None:
+    """Say on stderr which full topic name a command uses."""
+    from streams.topics import spec_for
+
+    where = "" if spec_for(s, full) is not None else " (not in the catalogue)"
+    typer.echo(f"topic {full}{where}", err=True)
 
 
 def _schema_of(s: Settings, topic: str, schema: str | None) -> str:
@@ -74,13 +81,15 @@ def produce(
     from workers.records.transfer import produce_file
 
     s = cli_settings()
-    topic = resolve_topic(s, topic)
+    topic = resolve_topic(s, topic, say=False)
     cls = record_type(_schema_of(s, topic, schema))
     wire_format = _wire_of(s, topic, wire)
     mapping = parse_mapping(map_ or [])
     form = detect_format(file, fmt)
     total = count_lines(file)
-    with open_source(file) as stream, Progress(
+    source = open_source(file)  # a missing file is one error line, before anything is said
+    announce_topic(s, topic)
+    with source as stream, Progress(
         TextColumn("producing"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
     ) as progress:
         bar = progress.add_task("lines", total=total)
@@ -104,8 +113,9 @@ def consume(
     from workers.records.transfer import consume_topic
 
     s = cli_settings()
+    topic = resolve_topic(s, topic, say=False)
     printed, bad = consume_topic(
-        s, resolve_topic(s, topic), from_beginning=from_beginning, max_records=max_,
+        s, topic, from_beginning=from_beginning, max_records=max_,
         timeout_s=timeout, group=group, out=sys.stdout, err=sys.stderr,
     )
-    err.print(f"consumed {printed}, undecodable {bad}")
+    typer.echo(f"consumed {printed} from topic {topic}, undecodable {bad}", err=True)
