@@ -91,3 +91,40 @@ def bench_stream(
                   f"{figures['latency_ms']['p50']:.1f} / {figures['latency_ms']['p99']:.1f} ms")
     out.print(table)
     write_json(json_file, figures)
+
+
+@bench_app.command("embed")
+def bench_embed(
+    data: Annotated[Path | None, typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
+                                                      "test split if found)")] = None,
+    items: Annotated[int, typer.Option(min=8, help="Texts per run")] = 512,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads, both engines")] = 1,
+    json_file: JsonOpt = None,
+) -> None:
+    """Tier-2 encoder items/s at batch 1, 32, 128: onnxruntime vs torch eager; memory."""
+    from workers.bench.embed import run_embed_bench
+
+    if data is not None:
+        from models.data import read_labelled
+
+        texts = read_labelled(data).texts
+    elif _clinc_default().is_file():
+        raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
+        texts = [str(x) for x, _ in raw["test"]]
+    else:
+        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
+    figures = run_embed_bench(cli_settings(), texts, repeats=repeats, items=items,
+                              threads=threads, progress=lambda m: err.print(m))
+    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
+                  title=f"tier-2 encoder, medians of {repeats} runs, {threads} thread(s)")
+    for b, rate in figures["items_per_s"].items():
+        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
+                      f"{figures['ratio_to_torch'][b]:.2f}×")
+    out.print(table)
+    rss = figures["rss_mb"]
+    out.print(f"resident memory: {rss['start']:.0f} MB at start, "
+              f"{rss['after_onnxruntime']:.0f} MB with the onnxruntime encoder, "
+              f"{rss['after_torch']:.0f} MB after torch too; "
+              f"mean {figures['mean_tokens']:.1f} tokens an item")
+    write_json(json_file, figures)
