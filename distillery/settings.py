@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     teacher_model: str = "gpt-4o-mini"
     teacher_api_key: SecretStr | None = None
     teacher_recorded_path: Path | None = None
+    oracle_cost_per_call: float = Field(0.0, ge=0.0)  # notional price of a simulated call
     teacher_timeout_s: float = Field(30.0, gt=0.0)
     teacher_concurrency: int = Field(4, ge=1)
     teacher_max_retries: int = Field(4, ge=0)

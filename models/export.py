@@ -74,7 +74,10 @@ def check_parity(data: bytes, net: StudentNet, temperature: float, featurizer: F
     """Largest |onnx - torch| probability difference on ``sample``; raises past ``tolerance``."""
     ids, mask = featurizer.transform(sample or ["parity"])
     try:
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()  # one thread, like serving: a busy machine stalls more
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         got = session.run(["probs"], {"ids": ids, "mask": mask})[0]
     except Exception as exc:  # onnxruntime's own exception types
         raise ModelError(f"onnxruntime cannot run the exported model: {exc}") from exc

@@ -8,6 +8,13 @@ SGD needs 3× the epochs for the same loss; the lazy Adagrad reaches 0.92 in two
 under a second each. Classes under ``min_share`` of the data get their loss weight raised;
 early stopping watches the holdout's loss. Seeded: ``torch.manual_seed`` and a numpy
 ``Generator``; the same data, seed and thread count give the same weights.
+
+One torch thread by default. The trainer shares two cores with the broker and the stream
+workers, and torch's OpenMP pool waits for *all* its threads at every parallel op: with
+the cores busy, two threads turned a one-second training of 620 tickets into 10 s (59 s on
+the process's first training), against 1.5 s (5.3 s) with one thread, measured with six
+busy processes beside it (``distillery`` demo refreshes took 19–46 s under load for the
+same reason). Unloaded, two threads gain nothing here (0.77 s against 0.82 s).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ class TrainConfig:
     min_share: float = 0.0  # classes under this share get a higher weight; 0 = 0.5 / labels
     max_weight: float = 20.0
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # see the module docstring: more threads stall under load
 
 
 @dataclass

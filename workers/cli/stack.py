@@ -53,25 +53,32 @@ def status(json_file: Annotated[Path | None, typer.Option("--json")] = None) -> 
 
 
 def demo(
-    n: Annotated[int, typer.Option("--n", min=100, help="Events per task")] = 2000,
+    n: Annotated[int, typer.Option("--n", min=100, help="At most this many events per task")] = 6000,
+    after_student: Annotated[int, typer.Option(min=0, help="Events per task after its student's first decision")] = 1500,
     rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second, all tasks")] = 100.0,
+    price: Annotated[float, typer.Option(min=0.0, help="Notional price of one teacher call, for the report's cost chart")] = 0.001,
     task: TasksOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the report goes")] = Path("distillery-demo"),
-    keep_running: Annotated[bool, typer.Option(help="Leave the workers and broker running")] = False,
+    keep_running: Annotated[bool, typer.Option(help="Leave the workers, broker, topics and models in place")] = False,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """The whole loop on synthetic streams with the oracle teacher, under its own topic prefix."""
-    from workers.sim.demo import run_demo
+    from workers.sim.demo import DemoPlan, run_demo
 
     s = cli_settings()
-    figures = run_demo(s, tasks_of(s, task), n, rate, out_dir, keep_running, console=err)
+    plan = DemoPlan(n=n, after_student=after_student, rate=rate)
+    figures = run_demo(s, tasks_of(s, task), plan, out_dir, keep_running, console=err,
+                       price=price)
     table = Table("figure", "value", title="demo")
     for key in ("events", "decided_by_student", "decided_by_teacher", "dead_lettered", "lost",
-                "model_versions", "student_share_last_1000", "seconds"):
-        value = figures[key]
+                "model_versions", "student_share_last_1000",
+                "seconds_to_first_student_decision", "seconds"):
+        value = figures[key]  # type: ignore[literal-required]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)
-    out.print(f"report: {figures['report']}")
+    out.print(f"report: {figures['report']}"
+              + ("" if figures["cleaned_up"] or keep_running
+                 else f" (could not delete the {figures['topic_prefix']}* topics)"))
     write_json(json_file, figures)
     if figures["lost"]:
         raise typer.Exit(1)

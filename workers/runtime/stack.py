@@ -58,3 +58,35 @@ def prepare(settings: Settings, tasks: list[TaskConfig]) -> tuple[Settings, Embe
     settings, broker = ensure_broker(settings)
     create_topics(settings)
     return settings, broker
+
+
+def remove_topics(settings: Settings) -> bool:
+    """Delete every topic and consumer group under ``settings.topic_prefix`` (which must not
+    be empty: this is for the demo's and the benchmarks' own prefixes). True if it worked."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    prefix = settings.topic_prefix
+    if not prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    try:
+        admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=10000)
+    except (KafkaError, OSError) as exc:
+        log.warning("could not connect to delete the %s* topics: %s", prefix, exc)
+        return False
+    try:
+        groups = [str(g["group_id"]) for g in admin.list_groups()
+                  if str(g.get("group_id", "")).startswith(prefix)]
+        if groups:
+            admin.delete_groups(groups)
+        topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if topics:
+            admin.delete_topics(topics)
+        log.info("deleted %d topics and %d consumer groups under %s", len(topics), len(groups),
+                 prefix)
+        return True
+    except (KafkaError, OSError) as exc:
+        log.warning("could not delete the %s* topics: %s", prefix, exc)
+        return False
+    finally:
+        admin.close()

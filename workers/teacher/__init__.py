@@ -32,7 +32,7 @@ def make_teacher(settings: Settings, examples: Sequence[Example] = ()) -> Teache
         if settings.teacher_recorded_path is None:
             raise ConfigError("teacher kind 'recorded' needs DISTILLERY_TEACHER_RECORDED_PATH")
         return RecordedTeacher(settings.teacher_recorded_path)
-    return OracleTeacher()
+    return OracleTeacher(cost_per_call=settings.oracle_cost_per_call)
 
 
 __all__ = [
