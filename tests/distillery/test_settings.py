@@ -95,6 +95,10 @@ def test_docker_compose_parses_and_names_only_real_settings() -> None:
             continue
         env = service.get("environment", {})
         assert env.get("DISTILLERY_KAFKA_BOOTSTRAP") == "kafka:9092", name
+        # only the trainer's image carries torch; every target is a stage of the Dockerfile
+        target = service["build"]["target"]
+        assert target == ("trainer" if "trainer" in service["command"] else "serving"), name
+        assert f" AS {target}" in (REPO / "Dockerfile").read_text(encoding="utf-8")
 
 
 def test_nothing_but_settings_reads_the_environment() -> None:

@@ -248,9 +248,13 @@ def _spec(settings: Settings, name: str) -> Any:
     return TopicSpec(settings.topic(name), "raw", settings.topic_partitions)
 
 
-def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
-    """Run the three measurements ``cfg.repeats`` times; report medians and ratios."""
+def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
+                     keep_topics: bool = False) -> dict[str, Any]:
+    """Run the three measurements ``cfg.repeats`` times; report medians and ratios.
+
+    Its topics live under a prefix of its own, deleted at the end unless ``keep_topics``."""
     from models.runtime import Student
+    from workers.runtime.stack import remove_topics
 
     task = get_task(settings, "tickets")
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
@@ -263,10 +267,14 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress) -
         manifest = _bench_student(s, task, progress)
         student = Student.load(manifest.directory, expected_sha256=manifest.sha256,
                                threads=s.student_threads)
-        runs = [
-            asyncio.run(_one_repeat(s, task, cfg, r, student, manifest, workdir, progress))
-            for r in range(cfg.repeats)
-        ]
+        try:
+            runs = [
+                asyncio.run(_one_repeat(s, task, cfg, r, student, manifest, workdir, progress))
+                for r in range(cfg.repeats)
+            ]
+        finally:
+            if not keep_topics:
+                remove_topics(s)
     med = {k: statistics.median(r[k] for r in runs) for k in ("passthrough", "plain", "faust")}
     return {
         "events": cfg.events,

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from distillery.errors import ConfigError
-from workers.cli.common import JsonOpt, cli_settings, err, out, write_json
+from workers.cli.common import JsonOpt, cli_settings, err, out, require_training, write_json
 
 bench_app = typer.Typer(help="Benchmarks that print figures (medians, with a baseline).",
                         no_args_is_help=True)
@@ -32,6 +32,7 @@ def bench_student(
     """Featurise+infer items/s at batch 1, 32, 256 and training time, vs torch eager."""
     from workers.bench.student import run_student_bench
 
+    require_training("bench student")
     s = cli_settings()
     if data is not None:
         from models.data import read_labelled
@@ -44,7 +45,8 @@ def bench_student(
         raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
         rows, held = [(x, y) for x, y in raw["train"]], [(x, y) for x, y in raw["val"]]
     else:
-        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
+        raise ConfigError("no --data given, and datasets/clinc150 is not here (it ships in "
+                          "a source checkout)")
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_student_bench(
             s, [x for x, _ in rows], [y for _, y in rows],
@@ -67,6 +69,7 @@ def bench_stream(
     repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported")] = 3,
     rate: Annotated[float, typer.Option(min=1.0, help="Offered rate for the latency run")] = 1000.0,
     latency_seconds: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    keep_running: Annotated[bool, typer.Option(help="Keep the benchmark's topics")] = False,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Classify-worker throughput vs a raw passthrough and a plain aiokafka loop; latency."""
@@ -76,7 +79,7 @@ def bench_stream(
     settings, broker = ensure_broker(cli_settings())
     try:
         figures = run_stream_bench(settings, BenchConfig(events, repeats, rate, latency_seconds),
-                                   progress=lambda m: err.print(m))
+                                   progress=lambda m: err.print(m), keep_topics=keep_running)
     finally:
         if broker is not None:
             broker.stop()

@@ -45,3 +45,15 @@ def write_json(path: Path | None, data: Any) -> None:
     """Write ``data`` as indented JSON when a path was given (``--json FILE``)."""
     if path is not None:
         path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def require_training(what: str) -> None:
+    """A clear error when torch (the ``train`` extra) is not installed: serving installs
+    leave it out, and ``what`` needs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        from distillery.errors import ConfigError
+
+        raise ConfigError(f"{what} trains students and needs torch: "
+                          "pip install 'distillery[train]'")

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import TasksOpt, cli_settings, err, out, tasks_of, write_json
+from workers.cli.common import (
+    TasksOpt,
+    cli_settings,
+    err,
+    out,
+    require_training,
+    tasks_of,
+    write_json,
+)
 
 
 def up(task: TasksOpt = None) -> None:
@@ -65,6 +73,7 @@ def demo(
     """The whole loop on synthetic streams with the oracle teacher, under its own topic prefix."""
     from workers.sim.demo import DemoPlan, run_demo
 
+    require_training("the demo's trainer")
     s = cli_settings()
     plan = DemoPlan(n=n, after_student=after_student, rate=rate)
     figures = run_demo(s, tasks_of(s, task), plan, out_dir, keep_running, console=err,

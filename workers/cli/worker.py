@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from distillery.tasks import get_task
-from workers.cli.common import TasksOpt, cli_settings, err, tasks_of
+from workers.cli.common import TasksOpt, cli_settings, err, require_training, tasks_of
 
 worker_app = typer.Typer(help="Run one of distillery's workers.", no_args_is_help=True)
 
@@ -70,6 +70,7 @@ def trainer(
     from workers.trainer.consume import rebuild_store
     from workers.trainer.worker import run_trainer, store_refresher
 
+    require_training("the trainer worker")
     settings = cli_settings()
     config = get_task(settings, task)
     rows = read_pairs(bootstrap) if bootstrap else []
