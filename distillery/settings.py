@@ -78,14 +78,18 @@ class Settings(BaseSettings):
     student_dim: int = Field(64, ge=4)
     student_max_ids: int = Field(160, ge=8)
     student_threads: int = Field(1, ge=1)
-    precision_target: float = Field(0.97, gt=0.0, le=1.0)
+    # the one user-facing policy knob: accuracy of what the student decides alone (README
+    # "The student" says how the default was chosen)
+    accuracy_target: float = Field(0.93, gt=0.0, le=1.0)
+    critical_catch_target: float = Field(0.95, gt=0.0, le=1.0)
+    critical_floor_conservative: float = Field(0.05, ge=0.0, le=1.0)  # few examples yet
+    min_critical_examples: int = Field(3, ge=0)  # per critical label, to serve at all
     min_class_support: int = Field(20, ge=1)
-    calibration_z: float = Field(1.0, ge=0.0)  # Wilson bound on precision; 0 = raw ratio
-    min_calibration: int = Field(50, ge=1)  # audit+gold verdicts needed to calibrate on them
-    min_accuracy: float = Field(0.80, ge=0.0, le=1.0)
-    min_critical_recall: float = Field(0.80, ge=0.0, le=1.0)
+    calibration_z: float = Field(1.0, ge=0.0)  # Wilson bounds on accuracy and catch rate
+    min_calibration: int = Field(50, ge=1)  # held-out verdicts wanted per refresh
     gate_tolerance: float = Field(0.01, ge=0.0)
-    critical_recall_tolerance: float = Field(0.02, ge=0.0)
+    critical_escape_tolerance: float = Field(0.02, ge=0.0)
+    pipeline_cost_per_day: float = Field(5.0, ge=0.0)  # running the pipeline, for "does it pay"
     registry_keep: int = Field(5, ge=1)
 
     # --- stream processors -------------------------------------------------------------
@@ -117,6 +121,7 @@ class Settings(BaseSettings):
 
     # --- trainer -----------------------------------------------------------------------
     refresh_every_verdicts: int = Field(500, ge=1)
+    refresh_first_verdicts: int = Field(50, ge=1)  # cold start: 50, 100, 200, ... then every
     refresh_every_minutes: float = Field(10.0, gt=0.0)
 
     @field_validator("topic_prefix")

@@ -1,56 +1,91 @@
-"""Temperature scaling, then per-class acceptance thresholds that meet a precision target.
+"""Calibrate the routing policy, not only the student, on weighted held-out verdicts.
 
-Thresholds are chosen on held-out data: for each class, the lowest confidence at which the
-items the student would accept *as that class* keep their precision at or above the
-target; precision is judged by a Wilson lower bound (``z``), not the raw ratio, so that a
-threshold chosen on a few hundred items still holds on new data. A class with fewer than
-``min_support`` predicted items takes the global threshold, chosen the same way on all
-items; where no threshold meets the target, the class accepts nothing (1.01).
+1. A temperature (weighted negative log-likelihood, bounded to [T_MIN, T_MAX]).
+2. Per-class acceptance thresholds that **minimise teacher calls** subject to the decided
+   part's accuracy meeting ``accuracy_target``: a class predicted at least ``min_support``
+   times has its own threshold, the others share one (a pooled group). Among the cut points
+   a Lagrangian search (per group, the prefix by confidence that maximises
+   ``weight + mu * (correct - target * weight)``, for a grid of ``mu``) keeps the largest
+   accepted weight whose accuracy, judged by a Wilson lower bound (``z``) on the effective
+   sample size of the weights, still meets the target.
+3. Per critical label a routing floor: the highest floor on that label's probability such
+   that the label's catch rate (share of its items sent to the teacher, under the thresholds
+   above) has a Wilson lower bound (z at least ``CATCH_Z``) at or over ``catch_target``.
+   While a label has too few held-out items for any floor to show that, it gets
+   ``conservative_floor``.
+4. The curve: the same thresholds for a grid of accuracy targets, with the system metrics
+   each would give on these items (what ``backtest`` and ``report`` draw).
+
+Weights: an audited item stands for the accepted region (``1/audit_rate`` items), a
+deferred item for itself. Everything here is numpy over plain arrays.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-NEVER = 1.01  # a threshold no probability reaches
+from models.policy import (
+    NEVER,
+    CalibrationSample,
+    CurvePoint,
+    DecisionPolicy,
+    decide,
+)
+from models.system import SystemMetrics, system_metrics
+
+T_MIN, T_MAX = 0.5, 10.0
+CURVE_TARGETS = (0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99)
+CATCH_Z = 1.645  # the least z of the catch-rate bound
+MAX_FLOOR = 0.5  # at or above it the label is the argmax, which routes it anyway
+_MUS = np.concatenate([[0.0], np.geomspace(0.05, 1e5, 80)])
 
 
 @dataclass(frozen=True)
 class Calibration:
     temperature: float
-    thresholds: list[float]  # per label index
-    global_threshold: float
-    expected_coverage: float  # share of the calibration items that would be accepted
-    expected_precision: float  # precision on those items
+    policy: DecisionPolicy
+    floor_basis: dict[str, str]
+    metrics: SystemMetrics  # the chosen policy on the calibration items
+    curve: list[CurvePoint]
+    sample: CalibrationSample
+    accuracy_target: float
+    catch_target: float
+    z: float
+
+    @property
+    def thresholds(self) -> list[float]:
+        return list(self.policy.thresholds)
+
+    @property
+    def expected_coverage(self) -> float:
+        return self.metrics.coverage
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
-T_MIN, T_MAX = 0.5, 10.0
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature in [T_MIN, T_MAX] minimising the negative log-likelihood.
+def fit_temperature(logits: np.ndarray, y: np.ndarray,
+                    weights: np.ndarray | None = None) -> float:
+    """The temperature in [T_MIN, T_MAX] minimising the (weighted) negative log-likelihood.
 
     A coarse grid on log T, then a finer one around the best point. The lower bound
-    matters: when the holdout is separable (every item right, common with few labels),
-    the NLL keeps falling as T → 0 and an unbounded fit saturates every probability to
-    0 or 1, which leaves nothing for the thresholds to work with.
+    matters: when the holdout is separable the NLL keeps falling as T → 0 and an unbounded
+    fit saturates every probability to 0 or 1, leaving nothing for the thresholds.
     """
     if len(y) == 0:
         return 1.0
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
 
     def nll(t: float) -> float:
         p = softmax(logits, t)[np.arange(len(y)), y]
-        return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+        return float(-(w * np.log(np.clip(p, 1e-12, 1.0))).sum() / w.sum())
 
     grid = np.exp(np.linspace(np.log(T_MIN), np.log(T_MAX), 40))
     best = float(min(grid, key=nll))
@@ -59,47 +94,155 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(min(fine, key=nll), T_MIN, T_MAX))
 
 
-def wilson_lower(correct: np.ndarray, total: np.ndarray, z: float) -> np.ndarray:
-    total = np.maximum(total, 1)
-    p = correct / total
+def wilson_lower(correct: np.ndarray | float, total: np.ndarray | float,
+                 z: float) -> np.ndarray:
+    """Wilson lower bound of ``correct / total`` (both may be weighted, effective counts)."""
+    total = np.maximum(np.asarray(total, dtype=np.float64), 1e-12)
+    p = np.clip(np.asarray(correct, dtype=np.float64) / total, 0.0, 1.0)
     centre = p + z * z / (2 * total)
     spread = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return (centre - spread) / (1 + z * z / total)
+    return np.asarray((centre - spread) / (1 + z * z / total))
 
 
-def _threshold(conf: np.ndarray, right: np.ndarray, target: float, z: float) -> float:
-    """Lowest confidence whose accepted set (conf >= it) has precision bound >= target."""
-    if len(conf) == 0:
-        return NEVER
-    order = np.argsort(-conf, kind="stable")
-    c, r = conf[order], right[order].astype(np.float64)
-    correct = np.cumsum(r)
-    total = np.arange(1, len(c) + 1, dtype=np.float64)
-    ok = wilson_lower(correct, total, z) >= target
-    # a cut may only fall between different confidences
-    boundary = np.append(c[1:] < c[:-1], True)
-    ok &= boundary
-    if not ok.any():
-        return NEVER
-    return float(c[np.flatnonzero(ok)[-1]])
+def _bound(correct_w: float, total_w: float, sq_w: float, z: float) -> float:
+    """Wilson bound with the effective sample size of the weights."""
+    if total_w <= 0:
+        return 0.0
+    n_eff = total_w * total_w / max(sq_w, 1e-12)
+    return float(wilson_lower(correct_w / total_w * n_eff, n_eff, z))
 
 
-def calibrate(logits: np.ndarray, y: np.ndarray, n_labels: int, target: float,
-              min_support: int, z: float = 1.0) -> Calibration:
-    temperature = fit_temperature(logits, y)
-    probs = softmax(logits, temperature) if len(y) else np.zeros((0, n_labels))
-    pred = probs.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
-    conf = probs.max(axis=1) if len(y) else np.zeros(0)
+@dataclass
+class _Group:
+    conf: np.ndarray  # sorted descending
+    cum_w: np.ndarray  # prefix sums, index 0 = empty prefix
+    cum_c: np.ndarray
+    cum_sq: np.ndarray
+    cuts: np.ndarray  # prefix lengths allowed (between different confidences), incl. 0
+
+    @classmethod
+    def of(cls, conf: np.ndarray, right: np.ndarray, w: np.ndarray) -> _Group:
+        order = np.argsort(-conf, kind="stable")
+        c, r, ww = conf[order], right[order].astype(np.float64), w[order]
+        zero = np.zeros(1)
+        boundary = np.append(c[1:] < c[:-1], True) if len(c) else np.zeros(0, bool)
+        cuts = np.concatenate([[0], np.flatnonzero(boundary) + 1]).astype(np.int64)
+        return cls(c, np.concatenate([zero, np.cumsum(ww)]),
+                   np.concatenate([zero, np.cumsum(ww * r)]),
+                   np.concatenate([zero, np.cumsum(ww * ww)]), cuts)
+
+    def best_cut(self, mu: float, target: float) -> int:
+        w, c = self.cum_w[self.cuts], self.cum_c[self.cuts]
+        gain = w + mu * (c - target * w)
+        return int(self.cuts[int(np.argmax(gain))])
+
+    def threshold(self, cut: int) -> float:
+        return float(self.conf[cut - 1]) if cut > 0 else NEVER
+
+
+def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, target: float,
+                      z: float, min_support: int) -> np.ndarray:
+    """Per-class thresholds: most accepted weight with a decided-accuracy bound >= target."""
+    k = probs.shape[1]
+    if len(y) == 0:
+        return np.full(k, NEVER)
+    pred = probs.argmax(axis=1)
+    conf = probs[np.arange(len(y)), pred]
     right = pred == y
-    global_t = _threshold(conf, right, target, z)
-    thresholds = []
-    for label in range(n_labels):
-        mine = pred == label
-        if mine.sum() >= min_support:
-            thresholds.append(_threshold(conf[mine], right[mine], target, z))
+    counts = np.bincount(pred, minlength=k)
+    own = [c for c in range(k) if counts[c] >= min_support]
+    pooled = ~np.isin(pred, own)
+    groups = [_Group.of(conf[pred == c], right[pred == c], weights[pred == c]) for c in own]
+    groups.append(_Group.of(conf[pooled], right[pooled], weights[pooled]))
+    best: tuple[float, list[int]] | None = None
+    for mu in _MUS:
+        cuts = [g.best_cut(float(mu), target) for g in groups]
+        tw = sum(float(g.cum_w[i]) for g, i in zip(groups, cuts, strict=True))
+        tc = sum(float(g.cum_c[i]) for g, i in zip(groups, cuts, strict=True))
+        sq = sum(float(g.cum_sq[i]) for g, i in zip(groups, cuts, strict=True))
+        if tw > 0 and _bound(tc, tw, sq, z) >= target and (best is None or tw > best[0]):
+            best = (tw, cuts)
+    if best is None:
+        return np.full(k, NEVER)
+    cuts = best[1]
+    out = np.full(k, groups[-1].threshold(cuts[-1]))
+    for c, g, i in zip(own, groups, cuts, strict=False):
+        out[c] = g.threshold(i)
+    return out
+
+
+def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
+                  base: DecisionPolicy, critical: Sequence[str], target: float, z: float,
+                  conservative_floor: float) -> tuple[dict[str, float], dict[str, str]]:
+    """Per critical label, the highest floor whose catch-rate bound meets ``target``."""
+    floors: dict[str, float] = {}
+    basis: dict[str, str] = {}
+    index = {name: i for i, name in enumerate(base.labels)}
+    # items routed anyway: undecided under the thresholds, or predicted as a critical label
+    caught_anyway = ~decide(probs, base.with_floors({c: MAX_FLOOR for c in critical})).decided
+    for label in critical:
+        i = index[label]
+        mine = y == i
+        w = weights[mine]
+        if not mine.any():
+            floors[label], basis[label] = conservative_floor, "conservative (n=0)"
+            continue
+        p = probs[mine, i]
+        free = caught_anyway[mine]
+        candidates = np.unique(np.concatenate([[MAX_FLOOR], p[~free & (p < MAX_FLOOR)]]))[::-1]
+        chosen = None
+        for f in candidates:  # highest first: the first that meets the bound is the cheapest
+            caught = free | (p >= f)
+            if _bound(float(w[caught].sum()), float(w.sum()), float((w * w).sum()),
+                      z) >= target:
+                chosen = float(f)
+                break
+        if chosen is None:
+            floors[label] = min(conservative_floor, float(candidates[-1]))
+            basis[label] = f"conservative (n={int(mine.sum())})"
         else:
-            thresholds.append(global_t)
-    accepted = conf >= np.asarray(thresholds)[pred] if len(y) else np.zeros(0, dtype=bool)
-    coverage = float(accepted.mean()) if len(y) else 0.0
-    precision = float(right[accepted].mean()) if accepted.any() else math.nan
-    return Calibration(temperature, thresholds, global_t, coverage, precision)
+            floors[label], basis[label] = chosen, f"calibrated (n={int(mine.sum())})"
+    return floors, basis
+
+
+def _metrics(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, policy: DecisionPolicy,
+             critical: Sequence[str]) -> SystemMetrics:
+    d = decide(probs, policy)
+    names = policy.labels
+    return system_metrics([names[i] for i in y], d.decided,
+                          [names[i] for i in d.label_ids], critical=critical, weights=weights)
+
+
+def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | None,
+                     labels: Sequence[str], critical: Sequence[str], *,
+                     accuracy_target: float, catch_target: float, z: float, min_support: int,
+                     conservative_floor: float, sample: CalibrationSample,
+                     curve_targets: Sequence[float] = CURVE_TARGETS) -> Calibration:
+    """Temperature, thresholds, floors and the curve, on the held-out items (see above)."""
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    temperature = fit_temperature(logits, y, w)
+    probs = softmax(logits, temperature) if len(y) else np.zeros((0, len(labels)))
+    names = tuple(labels)
+    crit = [c for c in critical if c in names]
+
+    def thresholds_for(target: float) -> np.ndarray:
+        return choose_thresholds(probs, y, w, target, z, min_support)
+
+    base = DecisionPolicy(names, tuple(thresholds_for(accuracy_target)))
+    # a critical miss costs more than a wrong routine decision: at least a 95% one-sided bound
+    floors, basis = choose_floors(probs, y, w, base, crit, catch_target, max(z, CATCH_Z),
+                                  conservative_floor)
+    policy = base.with_floors(floors)
+    curve: list[CurvePoint] = []
+    for target in sorted({*curve_targets, accuracy_target}):
+        point = policy if target == accuracy_target else policy.with_thresholds(
+            thresholds_for(target).tolist())
+        m = _metrics(probs, y, w, point, crit)
+        curve.append(CurvePoint(target=float(target), coverage=m.coverage,
+                                decided_accuracy=m.decided_accuracy if m.decided_accuracy
+                                is not None else 1.0,
+                                system_accuracy=m.system_accuracy,
+                                teacher_call_fraction=m.teacher_call_fraction,
+                                thresholds=[float(t) for t in point.thresholds]))
+    return Calibration(temperature, policy, basis, _metrics(probs, y, w, policy, crit), curve,
+                       sample, accuracy_target, catch_target, z)

@@ -8,19 +8,50 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
 
-def _prf(true: np.ndarray, pred: np.ndarray, label: str) -> dict[str, float | int]:
+class SliceFigures(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Confusion(TypedDict):
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+class MetadataSlice(TypedDict):
+    accuracy: float
+    support: int
+
+
+class SliceReport(TypedDict):
+    """The JSON shape of DESIGN §9 for one set of predictions."""
+
+    n: int
+    accuracy: float
+    macro_f1: float
+    slices: dict[str, SliceFigures]
+    critical_recall: dict[str, float]
+    confusion: Confusion
+    coverage: NotRequired[float]
+    accepted_accuracy: NotRequired[float]
+    metadata_slices: NotRequired[dict[str, dict[str, MetadataSlice]]]
+
+
+def _prf(true: np.ndarray, pred: np.ndarray, label: str) -> SliceFigures:
     tp = int(np.sum((pred == label) & (true == label)))
     predicted = int(np.sum(pred == label))
     support = int(np.sum(true == label))
     precision = tp / predicted if predicted else 0.0
     recall = tp / support if support else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return SliceFigures(precision=precision, recall=recall, f1=f1, support=support)
 
 
 def slice_report(
@@ -31,7 +62,7 @@ def slice_report(
     metadata: list[dict[str, str]] | None = None,
     metadata_fields: list[str] | None = None,
     accepted: list[bool] | None = None,
-) -> dict[str, Any]:
+) -> SliceReport:
     """Figures of ``y_pred`` against ``y_true``, in the JSON shape of DESIGN §9.
 
     ``accepted`` (where the student would decide alone) adds ``coverage`` (their share) and
@@ -45,14 +76,14 @@ def slice_report(
     names += sorted((set(y_true) | set(y_pred)) - set(names))
     slices = {name: _prf(true, pred, name) for name in names}
     present = [s for s in slices.values() if s["support"] > 0]
-    report: dict[str, Any] = {
-        "n": len(y_true),
-        "accuracy": float(np.mean(true == pred)) if len(true) else 0.0,
-        "macro_f1": float(np.mean([s["f1"] for s in present])) if present else 0.0,
-        "slices": slices,
-        "critical_recall": {c: slices[c]["recall"] for c in (critical or []) if c in slices},
-        "confusion": _confusion(true, pred, names),
-    }
+    report = SliceReport(
+        n=len(y_true),
+        accuracy=float(np.mean(true == pred)) if len(true) else 0.0,
+        macro_f1=float(np.mean([s["f1"] for s in present])) if present else 0.0,
+        slices=slices,
+        critical_recall={c: slices[c]["recall"] for c in (critical or []) if c in slices},
+        confusion=_confusion(true, pred, names),
+    )
     if accepted is not None:
         mask = np.asarray(accepted, dtype=bool)
         report["coverage"] = float(mask.mean()) if len(mask) else 0.0
@@ -63,25 +94,26 @@ def slice_report(
     return report
 
 
-def _confusion(true: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, Any]:
+def _confusion(true: np.ndarray, pred: np.ndarray, names: list[str]) -> Confusion:
     index = {n: i for i, n in enumerate(names)}
     matrix = np.zeros((len(names), len(names)), dtype=np.int64)
     rows = np.fromiter((index[t] for t in true), dtype=np.int64, count=len(true))
     cols = np.fromiter((index[p] for p in pred), dtype=np.int64, count=len(pred))
     np.add.at(matrix, (rows, cols), 1)
-    return {"labels": names, "matrix": matrix.tolist()}
+    return Confusion(labels=names, matrix=matrix.tolist())
 
 
 def _metadata_slices(true: np.ndarray, pred: np.ndarray, metadata: list[dict[str, str]],
-                     fields: list[str]) -> dict[str, dict[str, dict[str, float | int]]]:
-    out: dict[str, dict[str, dict[str, float | int]]] = {}
+                     fields: list[str]) -> dict[str, dict[str, MetadataSlice]]:
+    out: dict[str, dict[str, MetadataSlice]] = {}
     for field in fields:
         groups: dict[str, list[int]] = defaultdict(list)
         for i, meta in enumerate(metadata):
             if field in meta:
                 groups[str(meta[field])].append(i)
         out[field] = {
-            value: {"accuracy": float(np.mean(true[idx] == pred[idx])), "support": len(idx)}
+            value: MetadataSlice(accuracy=float(np.mean(true[idx] == pred[idx])),
+                                 support=len(idx))
             for value, idx in sorted(groups.items())
         }
     return out

@@ -1,15 +1,28 @@
 """From labelled texts to a gated, published student: what ``train`` and the trainer call.
 
-``train_version`` trains, calibrates, exports (with the parity check) and evaluates on a
-holdout; ``gate`` decides whether the result may serve; ``publish_and_promote`` stores it in
-the registry (every version is kept, passed or not) and promotes it if it passed.
+``train_version`` trains on one set and calibrates the routing policy (temperature,
+per-class thresholds, per-critical-label floors: ``models.calibrate``) on held-out items it
+did not train on, weighted (an audited verdict stands for ``1/audit_rate`` items); ``gate``
+judges the *system* on those items — the decided part and the critical catch rates
+(``models.system``), not the bare student's argmax; ``publish_and_promote`` stores the
+version (every version is kept, passed or not) and promotes it if it passed.
+
+The gate, on the held-out items:
+
+* every critical label needs ``min_critical_examples`` training examples, else the version
+  does not serve (and says which label is missing);
+* the decided part must be non-empty and meet ``accuracy_target``, and every critical label
+  with held-out items its ``critical_catch_target``;
+* a later version may also pass by being no worse than the serving one on the same items:
+  decided accuracy within ``gate_tolerance``, each critical escape rate within
+  ``critical_escape_tolerance`` (both judged under each version's own policy).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,13 +31,15 @@ import numpy as np
 from distillery.errors import ConfigError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from models.calibrate import Calibration, calibrate, softmax
-from models.evaluate import slice_report
+from models.calibrate import Calibration, calibrate_policy, softmax
+from models.evaluate import SliceReport, slice_report
 from models.export import check_parity, export_onnx
 from models.featurize import Featurizer, FeaturizerConfig
 from models.network import StudentNet
+from models.policy import CalibrationSample, decide, policy_data
 from models.registry import Manifest, Registry
 from models.runtime import Student
+from models.system import SystemMetrics, system_metrics
 from models.train import TrainConfig, logits_of, train_net
 
 log = logging.getLogger(__name__)
@@ -36,30 +51,36 @@ class TrainResult:
     labels: list[str]
     model: bytes  # the ONNX file, parity-checked
     calibration: Calibration
-    report: dict[str, Any]  # slice report on the holdout, plus coverage
+    report: SliceReport  # argmax slice report on the held-out items, plus coverage
     holdout_texts: list[str]
     holdout_labels: list[str]
     featurizer: dict[str, Any]
     summary: dict[str, Any] = field(default_factory=dict)
     critical_labels: list[str] = field(default_factory=list)
     net: StudentNet | None = field(default=None, repr=False)  # the torch network, eager
+    holdout_weights: list[float] = field(default_factory=list)
+
+    @property
+    def system(self) -> SystemMetrics:
+        return self.calibration.metrics
 
     def manifest(self, critical: list[str] | None = None) -> dict[str, Any]:
         critical = self.critical_labels if critical is None else critical
+        cal = self.calibration
         return {
             "labels": self.labels,
             "critical_labels": [c for c in critical if c in self.labels],
-            "thresholds": self.calibration.thresholds,
-            "temperature": self.calibration.temperature,
+            "thresholds": cal.thresholds,  # also in "policy"; read by older runtimes
+            "temperature": cal.temperature,
             "temperature_in_graph": True,
-            "calibration": {
-                "global_threshold": self.calibration.global_threshold,
-                "expected_coverage": self.calibration.expected_coverage,
-                "expected_precision": self.calibration.expected_precision,
-            },
+            "policy": policy_data(cal.policy, accuracy_target=cal.accuracy_target,
+                                  catch_target=cal.catch_target, floor_basis=cal.floor_basis,
+                                  temperature=cal.temperature, sample=cal.sample,
+                                  curve=cal.curve, z=cal.z),
             "featurizer": self.featurizer,
-            "metrics": _headline(self.report),
+            "metrics": headline(self.report, self.system),
             "report": self.report,
+            "system": self.system.as_dict(),
             "training_data": self.summary,
         }
 
@@ -68,12 +89,18 @@ class TrainResult:
 class GateDecision:
     passed: bool
     reason: str
-    serving_report: dict[str, Any] | None = None
+    serving_system: SystemMetrics | None = None
 
 
-def _headline(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "macro_f1", "critical_recall", "coverage", "accepted_accuracy")
-    return {k: report[k] for k in keys if k in report}
+def headline(report: SliceReport, system: SystemMetrics) -> dict[str, Any]:
+    """The figures a manifest and an announcement carry: argmax and system."""
+    out: dict[str, Any] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                           "critical_recall": report["critical_recall"],
+                           "coverage": system.coverage,
+                           "decided_accuracy": system.decided_accuracy,
+                           "system_accuracy": system.system_accuracy,
+                           "catch_rate": system.catch_rate}
+    return out
 
 
 def split_holdout(texts: list[str], labels: list[str], fraction: float, seed: int,
@@ -107,9 +134,9 @@ def train_version(
     settings: Settings,
     holdout_texts: list[str] | None = None,
     holdout_labels: list[str] | None = None,
+    holdout_weights: Sequence[float] | None = None,
     holdout_fraction: float = 0.1,
-    calib_texts: list[str] | None = None,
-    calib_labels: list[str] | None = None,
+    sample: CalibrationSample | None = None,
     parent_labels: list[str] | None = None,
     time_ordered: bool = False,
     seed: int = 0,
@@ -118,11 +145,11 @@ def train_version(
     train_config: TrainConfig | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train, calibrate (on ``calib_*`` if given, else the holdout), export, evaluate.
+    """Train; calibrate the policy on the held-out items (weighted); export; evaluate.
 
+    Without a holdout, a stratified ``holdout_fraction`` of the data is held out (weight 1).
     ``parent_labels`` (the serving version's labels) keep their indices; new labels are
-    appended, so the label set only grows. ``threads`` sets ``torch.set_num_threads``
-    (default: the training config's, 2).
+    appended, so the label set only grows. ``threads`` sets ``torch.set_num_threads``.
     """
     if len(texts) != len(labels):
         raise ConfigError("as many labels as texts are needed")
@@ -133,8 +160,11 @@ def train_version(
         holdout_texts = [texts[i] for i in hold_idx]
         holdout_labels = [labels[i] for i in hold_idx]
         texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+        holdout_weights = None
     if not holdout_texts:
         raise ConfigError("the holdout is empty: give more data or a holdout file")
+    weights = np.ones(len(holdout_texts)) if holdout_weights is None else np.asarray(
+        holdout_weights, dtype=np.float64)
     featurizer = Featurizer(FeaturizerConfig(buckets=buckets or settings.student_buckets,
                                              max_ids=settings.student_max_ids))
     config = train_config or TrainConfig(dim=settings.student_dim)
@@ -142,19 +172,23 @@ def train_version(
     trained = train_net(featurizer, texts, labels, holdout_texts, holdout_labels, config,
                         parent_labels, on_epoch)
     index = {name: i for i, name in enumerate(trained.labels)}
-    c_texts = calib_texts if calib_texts else holdout_texts
-    c_labels = calib_labels if calib_labels else holdout_labels
-    cal = calibrate(logits_of(trained.net, featurizer, c_texts),
-                    np.array([index[x] for x in c_labels], dtype=np.int64), len(trained.labels),
-                    settings.precision_target, settings.min_class_support,
-                    z=settings.calibration_z)
+    critical = [c for c in task.critical_labels if c in trained.labels]
+    logits = logits_of(trained.net, featurizer, holdout_texts)
+    y = np.array([index[x] for x in holdout_labels], dtype=np.int64)
+    cal = calibrate_policy(
+        logits, y, weights, trained.labels, critical, accuracy_target=settings.accuracy_target,
+        catch_target=settings.critical_catch_target, z=settings.calibration_z,
+        min_support=settings.min_class_support,
+        conservative_floor=settings.critical_floor_conservative,
+        sample=sample or unweighted_sample(holdout_labels, critical))
     model = export_onnx(trained.net, cal.temperature)
     parity = check_parity(model, trained.net, cal.temperature, featurizer, holdout_texts[:256])
-    h_probs = softmax(logits_of(trained.net, featurizer, holdout_texts), cal.temperature)
-    report = _holdout_report(h_probs, holdout_labels, trained.labels, task.critical_labels,
-                             np.asarray(cal.thresholds))
+    probs = softmax(logits, cal.temperature)
+    decided = decide(probs, cal.policy)
+    report = slice_report(holdout_labels, [trained.labels[i] for i in decided.label_ids],
+                          trained.labels, critical, accepted=decided.decided.tolist())
     summary = {
-        "n_train": len(texts), "n_holdout": len(holdout_texts), "n_calibration": len(c_texts),
+        "n_train": len(texts), "n_holdout": len(holdout_texts),
         "label_counts": dict(sorted(Counter(labels).items())),
         "new_labels": [x for x in trained.labels if x not in (parent_labels or trained.labels)],
         "epochs": trained.epochs_run, "best_epoch": trained.best_epoch,
@@ -162,68 +196,109 @@ def train_version(
         "train_seconds": round(trained.seconds, 3), "parity_max_abs_diff": parity,
         "seed": seed, "threads": config.threads,
     }
-    log.info("task %s: trained %s labels on %s texts in %.1f s (%s epochs), holdout "
-             "accuracy %.4f", task.name, len(trained.labels), len(texts), trained.seconds,
-             trained.epochs_run, report["accuracy"])
+    log.info("task %s: trained %s labels on %s texts in %.1f s (%s epochs); on %s held-out "
+             "items: coverage %.3f at decided accuracy %s", task.name, len(trained.labels),
+             len(texts), trained.seconds, trained.epochs_run, len(holdout_texts),
+             cal.metrics.coverage, _fmt(cal.metrics.decided_accuracy))
     return TrainResult(task.name, trained.labels, model, cal, report, holdout_texts,
-                       holdout_labels, featurizer.to_dict(), summary,
-                       [c for c in task.critical_labels if c in trained.labels], trained.net)
+                       holdout_labels, featurizer.to_dict(), summary, critical, trained.net,
+                       [float(w) for w in weights])
 
 
-def _holdout_report(probs: np.ndarray, truth: list[str], labels: list[str],
-                    critical: list[str], thresholds: np.ndarray) -> dict[str, Any]:
-    pred_ids = probs.argmax(axis=1)
-    predicted = [labels[i] for i in pred_ids]
-    accepted = probs.max(axis=1) >= thresholds[pred_ids]
-    return slice_report(truth, predicted, labels, critical, accepted=accepted.tolist())
+def unweighted_sample(labels: Sequence[str], critical: Sequence[str]) -> CalibrationSample:
+    counts = Counter(labels)
+    return CalibrationSample(n=len(labels), weight=float(len(labels)),
+                             effective_n=float(len(labels)), audits=0, deferred=len(labels),
+                             gold=0, critical_support={c: counts[c] for c in critical})
 
 
-def _floors(report: dict[str, Any], settings: Settings) -> str | None:
-    if report["accuracy"] < settings.min_accuracy:
-        return f"accuracy {report['accuracy']:.3f} is under the floor {settings.min_accuracy:.3f}"
-    for label, recall in report["critical_recall"].items():
-        if report["slices"][label]["support"] and recall < settings.min_critical_recall:
-            return (f"critical label {label} recall {recall:.3f} is under the floor "
-                    f"{settings.min_critical_recall:.3f}")
-    return None
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def missing_critical(result: TrainResult, task: TaskConfig | None,
+                     settings: Settings) -> list[str]:
+    """Critical labels with fewer than ``min_critical_examples`` training examples."""
+    critical = task.critical_labels if task is not None else result.critical_labels
+    counts = result.summary.get("label_counts", {})
+    return [c for c in critical if counts.get(c, 0) < settings.min_critical_examples]
+
+
+def _meets(m: SystemMetrics, settings: Settings) -> list[str]:
+    """What keeps these system figures from meeting the targets (empty: they meet them)."""
+    problems = []
+    if m.decided_accuracy is None or m.coverage <= 0.0:
+        problems.append(f"decides nothing at accuracy target {settings.accuracy_target}")
+    elif m.decided_accuracy < settings.accuracy_target:
+        problems.append(f"decided accuracy {m.decided_accuracy:.3f} is under the target "
+                        f"{settings.accuracy_target}")
+    for label, catch in m.catch_rate.items():
+        if catch is not None and catch < settings.critical_catch_target:
+            problems.append(f"critical label {label} catch rate {catch:.3f} is under the "
+                            f"target {settings.critical_catch_target}")
+    return problems
+
+
+def serving_system(result: TrainResult, serving: Manifest | Student, settings: Settings,
+                   critical: Sequence[str]) -> tuple[str, SystemMetrics]:
+    """The serving version's system figures on the candidate's held-out items."""
+    student = serving if isinstance(serving, Student) else Student.load(
+        serving.directory, expected_sha256=serving.sha256)
+    probs = student.predict_proba(result.holdout_texts)
+    d = decide(probs, student.routing_policy(settings.critical_floor))
+    names = student.labels
+    return student.version, system_metrics(
+        result.holdout_labels, d.decided, [names[i] for i in d.label_ids], critical=critical,
+        weights=result.holdout_weights or None)
 
 
 def gate(result: TrainResult, serving: Manifest | Student | None, settings: Settings,
          task: TaskConfig | None = None) -> GateDecision:
-    """May this version serve? First versions: the absolute floors. Later: no regression
-    against the serving version on the same holdout, overall and per critical label."""
-    new = result.report
+    """May this version serve? See the module docstring for the rules."""
+    missing = missing_critical(result, task, settings)
+    if missing:
+        counts = result.summary.get("label_counts", {})
+        return GateDecision(False, "not serving until every critical label has "
+                            f"{settings.min_critical_examples} training examples: " + ", ".join(
+                                f"{c} has {counts.get(c, 0)}" for c in missing))
+    new = result.system
+    problems = _meets(new, settings)
     if serving is None:
-        problem = _floors(new, settings)
-        return GateDecision(problem is None, problem or "first version: passes the floors")
-    student = serving if isinstance(serving, Student) else Student.load(
-        serving.directory, expected_sha256=serving.sha256)
+        if problems:
+            return GateDecision(False, "first version: " + "; ".join(problems))
+        return GateDecision(True, f"first version: decides {new.coverage:.1%} of "
+                            f"{new.n} held-out items at accuracy {_fmt(new.decided_accuracy)}")
     critical = task.critical_labels if task is not None else result.critical_labels
-    old_pred = student.predict_many(result.holdout_texts).labels
-    old = slice_report(result.holdout_labels, old_pred, result.labels, critical)
-    problems = _regressions(new, old, settings)
-    if problems:  # every reason, critical slices first
-        return GateDecision(False, f"against serving {student.version}: "
-                            + "; ".join(problems), old)
-    return GateDecision(True, f"no regression against serving {student.version} "
-                        f"(accuracy {old['accuracy']:.3f} → {new['accuracy']:.3f})", old)
+    version, old = serving_system(result, serving, settings, critical)
+    escapes, accuracy = _regressions(new, old, settings)
+    compare = (f"coverage {old.coverage:.3f} → {new.coverage:.3f}, decided accuracy "
+               f"{_fmt(old.decided_accuracy)} → {_fmt(new.decided_accuracy)}")
+    # escape rates may never rise; below a target, a version must be no worse than serving
+    blocking = escapes + (accuracy if problems else [])
+    if new.coverage <= 0.0:
+        blocking.append(f"decides nothing at accuracy target {settings.accuracy_target}")
+    if blocking:
+        return GateDecision(False, f"against serving {version}: " + "; ".join(blocking), old)
+    why = "meets the targets" if not problems else "no regression (" + "; ".join(problems) + ")"
+    return GateDecision(True, f"{why} against serving {version} ({compare})", old)
 
 
-def _regressions(new: dict[str, Any], old: dict[str, Any], settings: Settings) -> list[str]:
-    problems = []
-    for label, recall in new["critical_recall"].items():
-        if not new["slices"][label]["support"]:
-            continue
-        before = old["critical_recall"].get(label, 0.0)
-        if recall < before - settings.critical_recall_tolerance or (
-            recall < before and recall < settings.min_critical_recall
-        ):
-            problems.append(f"critical label {label} recall drops from {before:.3f} "
-                            f"to {recall:.3f}")
-    if new["accuracy"] < old["accuracy"] - settings.gate_tolerance:
-        problems.append(f"accuracy {new['accuracy']:.3f} is worse than "
-                        f"{old['accuracy']:.3f} by more than {settings.gate_tolerance}")
-    return problems
+def _regressions(new: SystemMetrics, old: SystemMetrics,
+                 settings: Settings) -> tuple[list[str], list[str]]:
+    """(critical escape-rate rises, decided-accuracy drop) beyond the tolerances."""
+    escapes = []
+    for label, escape in new.escape_rate.items():
+        before = old.escape_rate.get(label)
+        if escape is not None and before is not None and (
+                escape > before + settings.critical_escape_tolerance):
+            escapes.append(f"critical label {label} escape rate rises from {before:.3f} "
+                           f"to {escape:.3f}")
+    accuracy = []
+    if new.decided_accuracy is not None and old.decided_accuracy is not None and (
+            new.decided_accuracy < old.decided_accuracy - settings.gate_tolerance):
+        accuracy.append(f"decided accuracy {new.decided_accuracy:.3f} is worse than "
+                        f"{old.decided_accuracy:.3f} by more than {settings.gate_tolerance}")
+    return escapes, accuracy
 
 
 def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Settings,
@@ -235,7 +310,9 @@ def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Sett
     decision = GateDecision(True, "forced") if force else gate(result, current, settings, task)
     data = result.manifest(task.critical_labels)
     data["gate"] = {"passed": decision.passed, "reason": decision.reason,
-                    "against": current.version if current else None}
+                    "against": current.version if current else None,
+                    "serving_system": (decision.serving_system.as_dict()
+                                       if decision.serving_system else None)}
     manifest = registry.publish(task.name, result.model, data)
     if decision.passed:
         registry.promote(task.name, manifest.version)
@@ -245,12 +322,16 @@ def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Sett
 
 
 def evaluate_student(student: Student, texts: list[str], labels: list[str],
-                     metadata: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """The slice report of a served student on labelled data, with its coverage."""
-    predictions = student.predict_many(texts)
+                     metadata: list[dict[str, str]] | None = None,
+                     critical_floor: float = 0.2) -> dict[str, Any]:
+    """The slice report of a served student on labelled data, with its system figures."""
+    probs = student.predict_proba(texts)
+    d = decide(probs, student.routing_policy(critical_floor))
+    predicted = [student.labels[i] for i in d.label_ids]
     fields = sorted({k for m in metadata or [] for k in m})
-    report = slice_report(labels, predictions.labels, student.labels, student.critical_labels,
+    report = slice_report(labels, predicted, student.labels, student.critical_labels,
                           metadata=metadata, metadata_fields=fields or None,
-                          accepted=student.accepts(predictions).tolist())
-    report["model_version"] = student.version
-    return report
+                          accepted=d.decided.tolist())
+    system = system_metrics(labels, d.decided, predicted, critical=student.critical_labels)
+    return {**report, "model_version": student.version, "system": system.as_dict(),
+            "decided_accuracy": system.decided_accuracy, "catch_rate": system.catch_rate}

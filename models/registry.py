@@ -52,11 +52,20 @@ class Manifest:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """accuracy, macro_f1 and ``recall:<label>`` per critical label (for announcements)."""
+        """For announcements: accuracy, macro_f1, ``recall:<label>`` per critical label, and
+        the system figures on the held-out verdicts — coverage, decided_accuracy,
+        system_accuracy and ``catch:<label>`` per critical label (where it has items)."""
         report = self.data.get("report", {})
         out = {k: float(report[k]) for k in ("accuracy", "macro_f1") if k in report}
         for label, recall in report.get("critical_recall", {}).items():
             out[f"recall:{label}"] = float(recall)
+        system = self.data.get("system") or {}
+        for key in ("coverage", "decided_accuracy", "system_accuracy"):
+            if system.get(key) is not None:
+                out[key] = float(system[key])
+        for label, catch in (system.get("catch_rate") or {}).items():
+            if catch is not None:
+                out[f"catch:{label}"] = float(catch)
         return out
 
 

@@ -2,6 +2,9 @@
 
 A model is refused before a session is created unless the bytes read match the expected
 sha256 (given by the caller, e.g. a model announcement, or else the manifest's own).
+``routing_policy(fallback_floor)`` is the manifest's routing policy (``models.policy``):
+its calibrated thresholds and per-critical-label floors; a manifest written before floors
+existed gets ``fallback_floor`` (``settings.critical_floor``) for every critical label.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import onnxruntime as ort
 
 from distillery.errors import ModelError
 from models.featurize import Featurizer
+from models.policy import DecisionPolicy, policy_from_manifest
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -60,6 +64,12 @@ class Student:
         if len(thresholds) != len(self.labels):
             raise ModelError(f"manifest of {self.version} has {len(thresholds)} thresholds "
                              f"for {len(self.labels)} labels; refused")
+        try:
+            self._policy = policy_from_manifest(manifest, 1.0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"manifest of {self.version} has a garbled policy ({exc}); "
+                             "refused") from exc
+        thresholds = list(self._policy.thresholds)
         self.session = session
         self.manifest = manifest
         self.critical_labels: list[str] = list(manifest.get("critical_labels", []))
@@ -68,6 +78,7 @@ class Student:
         self._threshold_array = np.asarray(thresholds, dtype=np.float32)
         self.featurizer = Featurizer.from_dict(featurizer)
         self.batch_size = max(1, batch_size)
+        self._policies: dict[float, DecisionPolicy] = {}
 
     @classmethod
     def load(cls, path: Path | str, expected_sha256: str | None = None,
@@ -137,6 +148,20 @@ class Student:
     def accepts(self, predictions: Predictions) -> np.ndarray:
         """True where the confidence reaches the predicted class's threshold."""
         return np.asarray(predictions.confidence >= self._threshold_array[predictions.label_ids])
+
+    @property
+    def calibrated_floors(self) -> bool:
+        """Whether the manifest carries per-label floors (else the fallback applies)."""
+        return isinstance(self.manifest.get("policy"), dict) and "floors" in self.manifest[
+            "policy"]
+
+    def routing_policy(self, fallback_floor: float) -> DecisionPolicy:
+        """Thresholds and floors to route with; ``fallback_floor`` for uncalibrated labels."""
+        policy = self._policies.get(fallback_floor)
+        if policy is None:
+            policy = policy_from_manifest(self.manifest, fallback_floor)
+            self._policies[fallback_floor] = policy
+        return policy
 
 
 def _session(data: bytes, threads: int, where: Path) -> ort.InferenceSession:

@@ -1,9 +1,12 @@
 """The routing policy, as a plain function over a batch: no Kafka, no faust.
 
-For each decoded item and the student's prediction:
+The decision itself is ``models.policy.decide`` over the student's probabilities, under the
+policy its manifest carries (``student.routing_policy``: calibrated per-class thresholds and
+per-critical-label floors; an old manifest gets ``Policy.critical_floor`` for every critical
+label). For each decoded item:
 
 * no student (cold start) → teacher, reason ``cold_start``;
-* a critical label predicted, or any critical label's probability above the floor →
+* a critical label predicted, or a critical label's probability at or over its floor →
   teacher, reason ``critical``;
 * confidence under the predicted class's threshold → teacher, reason ``low_confidence``;
 * otherwise decided by the student (reason ``confident``); a deterministic share of those,
@@ -20,21 +23,27 @@ from typing import Any, Protocol
 import numpy as np
 
 from distillery.tasks import TaskConfig
+from models.policy import REASONS, DecisionPolicy, decide
 from schemas.records import Decision, RequestReason, TeacherRequest
 from streams.decode import Item
 
 
 class StudentLike(Protocol):
+    """What routing needs of a student tier: probabilities and the policy to read them by."""
+
     version: str
     labels: list[str]
 
     def predict_many(self, texts: list[str]) -> Any: ...
 
-    def accepts(self, predictions: Any) -> np.ndarray: ...
+    def routing_policy(self, fallback_floor: float) -> DecisionPolicy: ...
 
 
 @dataclass(frozen=True)
 class Policy:
+    """The worker's side of the policy: the audit share, and the floor for critical labels
+    that a (pre-calibration) manifest gives no floor of its own."""
+
     audit_rate: float
     critical_floor: float
 
@@ -95,22 +104,18 @@ def route_batch(
             for item in items
         ]
     predictions = student.predict_many([item.text for item in items])
-    accepted = student.accepts(predictions)
-    critical_ids = [i for i, name in enumerate(student.labels) if name in task.critical_labels]
-    probs = np.asarray(predictions.probs)
-    critical_mass = (
-        probs[:, critical_ids].max(axis=1) if critical_ids else np.zeros(len(items))
-    )
+    rules = student.routing_policy(policy.critical_floor)
+    extra = {c: policy.critical_floor for c in task.critical_labels
+             if c in rules.labels and c not in rules.floors}
+    if extra:  # declared critical after this version was trained
+        rules = rules.with_floors({**rules.floors, **extra})
+    decided = decide(np.asarray(predictions.probs), rules)
     out: list[Routed] = []
     for i, item in enumerate(items):
-        label = str(predictions.labels[i])
-        conf = float(predictions.confidence[i])
-        reason: RequestReason
-        if label in task.critical_labels or critical_mass[i] >= policy.critical_floor:
-            reason = "critical"
-        elif not bool(accepted[i]):
-            reason = "low_confidence"
-        else:
+        label = student.labels[int(decided.label_ids[i])]
+        conf = float(decided.confidence[i])
+        reason = REASONS[int(decided.reason_codes[i])]
+        if reason == "confident":
             decision = Decision(
                 id=item.record.id, task=task.name, label=label, confidence=min(conf, 1.0),
                 decided_by="student", model_version=student.version, reason="confident",

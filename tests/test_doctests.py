@@ -9,10 +9,13 @@ import pytest
 
 MODULES = [
     "models.data",
+    "models.policy",
+    "models.system",
     "streams.routing",
     "workers.runtime.procs",
     "workers.teacher.policy",
     "workers.trainer.refresh",
+    "workers.trainer.schedule",
 ]
 
 

@@ -14,7 +14,7 @@ from distillery.errors import ConfigError, ModelError, RegistryError
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
 from models import Registry, Student, slice_report, train_version
-from models.calibrate import calibrate, fit_temperature, softmax
+from models.calibrate import choose_thresholds, fit_temperature, softmax
 from models.data import read_labelled
 from models.featurize import Featurizer, FeaturizerConfig, _mix
 from models.pipeline import TrainResult, publish_and_promote
@@ -155,10 +155,12 @@ def test_temperature_and_thresholds_on_synthetic_scores() -> None:
     logits = rng.normal(size=(n, k)) * 8
     y = np.array([rng.choice(k, p=p) for p in softmax(logits, true_t)])
     assert fit_temperature(logits, y) == pytest.approx(true_t, rel=0.15)
-    cal = calibrate(logits[:2000], y[:2000], k, target=0.9, min_support=50, z=1.0)
-    probs = softmax(logits[2000:], cal.temperature)
+    temperature = fit_temperature(logits[:2000], y[:2000])
+    thresholds = choose_thresholds(softmax(logits[:2000], temperature), y[:2000],
+                                   np.ones(2000), 0.9, 1.0, 50)
+    probs = softmax(logits[2000:], temperature)
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
-    accepted = conf >= np.asarray(cal.thresholds)[pred]
+    accepted = conf >= thresholds[pred]
     assert 0.05 < accepted.mean() < 0.9
     assert (pred[accepted] == y[2000:][accepted]).mean() >= 0.88  # holds on fresh data
     separable = np.eye(3)[np.arange(30) % 3] * 50

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
@@ -23,8 +25,6 @@ from streams.announce import announcement_for, publish_announcement
 from streams.decode import Item, RawEvent
 from streams.routing import Policy, audit_selected, route_batch
 from tests.streams.kit import collect, start_classify, stop
-
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
            "pin_change", "freeze_account", "transfer", "interest_rate", "spending_history"]
@@ -78,6 +78,7 @@ def _produce(s: Settings, items: list[TextItem], junk: list[tuple[bytes, bytes]]
     producer.close()
 
 
+@pytest.mark.slow
 def test_mixed_stream_routes_every_event_once_with_the_right_reason(
     kafka_settings: Settings, tmp_path: Path, clinc_dir: Path
 ) -> None:
@@ -129,6 +130,7 @@ def test_mixed_stream_routes_every_event_once_with_the_right_reason(
     assert sorted(d.key for d in out["dead"]) == [b"junk-1", b"junk-2"]
 
 
+@pytest.mark.slow
 def test_hot_swap_mid_stream_loses_nothing_and_refuses_a_bad_model(
     kafka_settings: Settings, tmp_path: Path, clinc_dir: Path
 ) -> None:
@@ -170,3 +172,49 @@ def test_hot_swap_mid_stream_loses_nothing_and_refuses_a_bad_model(
     assert seen == {i.id for i in batch1 + batch2 + batch3}
     log = (tmp_path / "worker.log").read_text()
     assert log.count("refusing model") == 2
+
+
+class _Fixed:
+    """A student tier with fixed probabilities and a manifest-like policy (no ONNX)."""
+
+    version = "v0009"
+
+    def __init__(self, probs: list[list[float]], floors: dict[str, float] | None) -> None:
+        from models.policy import DecisionPolicy
+
+        self.labels = ["balance", "transfer", "report_fraud", "freeze_account"]
+        self.probs = probs
+        self.policy = DecisionPolicy(tuple(self.labels), (0.6, 0.6, 0.6, 0.6), floors or {})
+        self.fallbacks: list[float] = []
+
+    def predict_many(self, texts: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(probs=self.probs[: len(texts)])
+
+    def routing_policy(self, fallback_floor: float) -> Any:
+        self.fallbacks.append(fallback_floor)
+        if self.policy.floors:
+            return self.policy
+        return self.policy.with_floors({"report_fraud": fallback_floor,
+                                        "freeze_account": fallback_floor})
+
+
+def test_the_manifest_floors_route_each_critical_label_by_its_own_floor() -> None:
+    from distillery.tasks import LabelSpec, TaskConfig
+
+    task = TaskConfig(name="intents", labels=[LabelSpec(name=n, critical=n in CRITICAL)
+                                              for n in ["balance", "transfer", "report_fraud",
+                                                        "freeze_account"]])
+    probs = [[0.85, 0.05, 0.06, 0.04],  # report_fraud 0.06: over its floor 0.05
+             [0.85, 0.05, 0.04, 0.06],  # freeze_account 0.06: under its floor 0.1
+             [0.50, 0.42, 0.04, 0.04]]  # low confidence
+    items = [Item(TextItem(id=f"x{i}", text="t"), "t", RawEvent("t", 0, i, None, None))
+             for i in range(3)]
+    calibrated = _Fixed(probs, {"report_fraud": 0.05, "freeze_account": 0.1})
+    routed = route_batch(task, calibrated, items, Policy(0.0, 0.2))
+    assert [r.request.reason if r.request else "confident" for r in routed] == [
+        "critical", "confident", "low_confidence"]
+    old = _Fixed(probs, None)  # an old manifest: one floor, the setting, for every label
+    routed = route_batch(task, old, items, Policy(0.0, 0.05))
+    assert [r.request.reason if r.request else "confident" for r in routed] == [
+        "critical", "critical", "low_confidence"]
+    assert old.fallbacks == [0.05]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -14,6 +14,9 @@ from distillery.errors import ConfigError
 from distillery.settings import Settings
 from distillery.tasks import get_task
 from workers.cli.common import cli_settings, err, out, write_json
+
+if TYPE_CHECKING:
+    from workers.offline.figures import BacktestFigures
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -78,16 +81,15 @@ def backtest(
     id_col: Annotated[str | None, typer.Option()] = None,
     gold_col: Annotated[str | None, typer.Option(help="Ground truth, if known")] = None,
     bootstrap: Annotated[Path | None, typer.Option(help="Labelled text,label rows to start from")] = None,
-    retrain_every: Annotated[int, typer.Option(min=1, help="Teacher verdicts between refreshes")] = 500,
+    retrain_every: Annotated[int | None, typer.Option(min=1, help="Teacher verdicts between refreshes once warm (default: REFRESH_EVERY_VERDICTS)")] = None,
     critical: Annotated[str | None, typer.Option(help="Critical labels, comma-separated")] = None,
     shuffle: Annotated[int | None, typer.Option(help="Shuffle the history with this seed")] = None,
+    accuracy_target: Annotated[float | None, typer.Option(min=0.5, max=1.0, help="Accuracy of the decided part (default: ACCURACY_TARGET)")] = None,
     audit_rate: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
     critical_floor: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
-    precision_target: Annotated[float | None, typer.Option(min=0.5, max=1.0)] = None,
     calibration_z: Annotated[float | None, typer.Option(min=0.0)] = None,
-    min_accuracy: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
-    volume_per_day: Annotated[float | None, typer.Option(min=0.0)] = None,
-    teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0)] = None,
+    volume_per_day: Annotated[float | None, typer.Option(min=0.0, help="Items a day (default: the history's size)")] = None,
+    teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0, help="Default: estimated from the token prices")] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
@@ -96,8 +98,7 @@ def backtest(
     from workers.offline.backtest import BacktestConfig, load_history, run_backtest
 
     s = cli_settings(audit_rate=audit_rate, critical_floor=critical_floor,
-                  precision_target=precision_target, calibration_z=calibration_z,
-                  min_accuracy=min_accuracy)
+                     accuracy_target=accuracy_target, calibration_z=calibration_z)
     history = load_history(data, text_col, id_col, teacher_col, gold_col)
     boot = read_pairs(bootstrap) if bootstrap else []
     cfg = BacktestConfig(retrain_every=retrain_every,
@@ -123,25 +124,42 @@ def backtest(
     write_json(json_file, figures)
 
 
-def _print_backtest(f: dict[str, Any]) -> None:
+def _print_backtest(f: BacktestFigures) -> None:
     table = Table("", "distilled", "teacher only", title=f"backtest over {f['n']} items")
     table.add_row("teacher calls", f"{f['teacher_call_fraction']:.1%}", "100.0%")
     table.add_row("accuracy" + f" (vs {f.get('accuracy_against', 'gold')})",
                   f"{f['accuracy']:.4f}", f"{f['teacher_only_accuracy']:.4f}")
+    table.add_row("decided by the student (coverage)", f"{f['coverage']:.1%}", "0.0%")
+    decided = f["decided_accuracy"]
+    table.add_row(f"accuracy of the decided part (target {f['accuracy_target']})",
+                  "-" if decided is None else f"{decided:.4f}", "")
     for lam, value in f["discounted_accuracy"].items():
         table.add_row(f"discounted accuracy λ={lam}", f"{value:.4f}",
                       f"{f['teacher_only_discounted_accuracy'][lam]:.4f}")
-    for label, recall in f["critical_recall"].items():
-        table.add_row(f"recall {label} (critical)", f"{recall:.3f}", "")
-    economics = f.get("economics") or {}
-    if economics:
-        table.add_row("teacher cost per day", f"{economics['distilled_cost_per_day']:,.2f}",
-                      f"{economics['teacher_only_cost_per_day']:,.2f}")
+    for label, catch in f["catch_rate"].items():
+        table.add_row(f"catch rate {label} (critical)",
+                      "-" if catch is None else f"{catch:.3f}", "1.000")
+    e = f["economics"]
+    table.add_row(f"teacher cost per day ({e['volume_per_day']:,.0f} items)",
+                  f"{e['distilled_teacher_cost_per_day']:,.2f} + pipeline "
+                  f"{e['pipeline_cost_per_day']:,.2f}", f"{e['teacher_only_cost_per_day']:,.2f}")
     out.print(table)
-    pays = f["discounted_accuracy"]["0.1"] > f["teacher_only_discounted_accuracy"]["0.1"]
-    saving = economics.get("saving_per_day")
-    money = f", saving {saving:,.2f} a day" if saving is not None else ""
-    verdict = "pays" if pays else "does not pay"
-    out.print(f"verdict: distillation {verdict} here — the student decides "
-              f"{f['student_share']:.1%} at accuracy {f['accuracy']:.3f} against "
-              f"{f['teacher_only_accuracy']:.3f} for the teacher alone{money}")
+    if f["curve"]:
+        curve = Table("accuracy target", "teacher calls", "system accuracy", "decided accuracy",
+                      *(f"catch {c}" for c in f["catch_rate"]),
+                      title="calls against accuracy over the target (● the chosen one)",
+                      caption=f["curve_note"])
+        for p in f["curve"]:
+            curve.add_row(f"{'● ' if p['chosen'] else ''}{p['target']}",
+                          f"{p['teacher_call_fraction']:.1%}", f"{p['system_accuracy']:.4f}",
+                          "-" if p["decided_accuracy"] is None else f"{p['decided_accuracy']:.4f}",
+                          *("-" if v is None else f"{v:.3f}" for v in p["catch_rate"].values()))
+        curve.add_row("teacher only", "100.0%", f"{f['teacher_only_accuracy']:.4f}", "-",
+                      *("1.000" for _ in f["catch_rate"]))
+        out.print(curve)
+    served = f["first_served_at"]
+    out.print("first student served after "
+              + (f"{served:,} items" if served is not None else "— none served"))
+    out.print(f"verdict: distillation {e['verdict']} (price per call "
+              f"{e['teacher_cost_per_call']:.6f}, {e['price_source']}; volume "
+              f"{e['volume_source']})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,14 +65,21 @@ def train(
         manifest, decision = publish_and_promote(result, task=t, settings=s)
     out.print(report_table(result.report, title=f"{task} {manifest.version} on the holdout"))
     cal = result.calibration
-    out.print(f"temperature {cal.temperature:.3f}; expected coverage {cal.expected_coverage:.1%}"
-              f" at precision {cal.expected_precision:.3f} (target {s.precision_target})")
+    m = cal.metrics
+    decided = "-" if m.decided_accuracy is None else f"{m.decided_accuracy:.3f}"
+    catches = ", ".join(f"{c} {v:.3f} (floor {cal.policy.floors[c]:.3f})"
+                        for c, v in m.catch_rate.items() if v is not None)
+    out.print(f"temperature {cal.temperature:.3f}; on the holdout the student decides "
+              f"{m.coverage:.1%} at accuracy {decided} (target {s.accuracy_target})"
+              + (f"; catch rates {catches}" if catches else ""))
     verdict = "promoted" if decision.passed else "published, not serving"
     out.print(f"{manifest.version}: {verdict} — {decision.reason}")
     if decision.passed and announce:
         _announce(s, manifest, "promote")
     write_json(json_file, {**result.report, "version": manifest.version,
                             "promoted": decision.passed, "gate_reason": decision.reason,
+                            "coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
+                            "catch_rate": m.catch_rate, "system": m.as_dict(),
                             "training_data": result.summary})
 
 
@@ -95,14 +103,18 @@ def evaluate(
     fields = rows.slice_fields()
     report = evaluate_student(student, rows.texts, rows.labels,
                               [{k: m[k] for k in fields if k in m} for m in rows.metadata]
-                              if fields else None)
+                              if fields else None, critical_floor=s.critical_floor)
     out.print(report_table(report, title=f"{task} {student.version}"))
     for field, groups in report.get("metadata_slices", {}).items():
         table = Table(field, "accuracy", "support", title=f"by {field}")
         for value, figures in groups.items():
             table.add_row(value, f"{figures['accuracy']:.3f}", str(figures["support"]))
         out.print(table)
-    out.print(f"the student would decide {report['coverage']:.1%} of these alone")
+    decided = report["decided_accuracy"]
+    out.print(f"the student would decide {report['coverage']:.1%} of these alone, at accuracy "
+              + ("-" if decided is None else f"{decided:.3f}")
+              + "".join(f"; catch rate {c} {v:.3f}" for c, v in report["catch_rate"].items()
+                        if v is not None))
     write_json(json_file, {**report, "version": student.version})
 
 
@@ -178,7 +190,7 @@ def models_prune(task: TaskOpt,
                                                             if removed else ""))
 
 
-def report_table(report: dict[str, Any], title: str = "slices") -> Table:
+def report_table(report: Mapping[str, Any], title: str = "slices") -> Table:
     critical = set(report.get("critical_recall", {}))
     table = Table("label", "precision", "recall", "f1", "support",
                   title=f"{title}: accuracy {report['accuracy']:.4f}, "

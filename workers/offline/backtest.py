@@ -3,9 +3,12 @@
 Items go through in the file's order (or shuffled with a seed), in micro-batches as a stream
 would see them: the student (if any) routes each batch with the same ``route_batch`` the
 classify worker uses; whatever goes to the teacher is answered from the recorded teacher
-column and becomes a verdict; every ``retrain_every`` verdicts the same ``refresh_once`` the
-trainer uses trains, gates and maybe promotes a new student. The figures are compared with
-the "do nothing, call the teacher for everything" baseline.
+column and becomes a verdict; the same ``refresh_once`` the trainer uses trains, gates and
+maybe promotes a new student, on the trainer's schedule (``refresh_step``: early after a
+cold start, then every ``retrain_every`` verdicts). The figures (``BacktestFigures``, built
+by ``workers.offline.figures``) are the system metrics of ``models.system`` against the "do
+nothing, call the teacher for everything" baseline, the calls-vs-accuracy curve over the
+accuracy target, and the "does distillation pay" verdict.
 """
 
 from __future__ import annotations
@@ -17,19 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distillery.errors import ConfigError
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
 from models.data import read_rows
-from models.evaluate import slice_report
+from models.policy import DecisionPolicy
 from models.registry import Registry
 from schemas.records import TextItem
 from streams.decode import Item, RawEvent
 from streams.routing import Policy, StudentLike, route_batch
-from workers.trainer.refresh import RefreshConfig, refresh_once
+from workers.offline.figures import BacktestFigures, Served, figures_of
+from workers.trainer.refresh import refresh_config, refresh_once, refresh_step
 from workers.trainer.store import Example
-
-LAMBDAS = ("0.05", "0.1", "0.2", "0.3")
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,13 @@ class HistoryRow:
 
 @dataclass
 class BacktestConfig:
-    retrain_every: int = 1000
+    retrain_every: int | None = None  # None: settings.refresh_every_verdicts
     critical: list[str] = field(default_factory=list)
     audit_rate: float = 0.02
     critical_floor: float = 0.2
     batch_size: int = 64
-    volume_per_day: float | None = None
-    teacher_cost_per_call: float | None = None
+    volume_per_day: float | None = None  # None: the history's size
+    teacher_cost_per_call: float | None = None  # None: estimated from the token prices
     seed: int = 0
 
 
@@ -79,6 +83,25 @@ def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],
                       labels=[LabelSpec(name=n, critical=n in critical) for n in names])
 
 
+class _Recording:
+    """A student that remembers the probabilities of its last batch (for the curve)."""
+
+    def __init__(self, student: Any) -> None:
+        self.student = student
+        self.version: str = student.version
+        self.labels: list[str] = student.labels
+        self.last: np.ndarray | None = None
+
+    def predict_many(self, texts: list[str]) -> Any:
+        predictions = self.student.predict_many(texts)
+        self.last = np.asarray(predictions.probs, dtype=np.float32)
+        return predictions
+
+    def routing_policy(self, fallback_floor: float) -> DecisionPolicy:
+        policy: DecisionPolicy = self.student.routing_policy(fallback_floor)
+        return policy
+
+
 class Backtest:
     def __init__(self, settings: Settings, history: list[HistoryRow],
                  bootstrap: list[tuple[str, str]], cfg: BacktestConfig,
@@ -87,34 +110,44 @@ class Backtest:
         self.history = history
         self.bootstrap = bootstrap
         self.cfg = cfg
+        self.every = cfg.retrain_every or settings.refresh_every_verdicts
         self.task = backtest_task(history, bootstrap, cfg.critical)
         self.progress = progress or (lambda done, state: None)
         self.examples: list[Example] = []
-        self.student: StudentLike | None = None
+        self.student: _Recording | None = None
         self.refreshes: list[dict[str, Any]] = []
+        self.served: list[Served] = []
+        self._done = 0
 
     def _refresh(self) -> None:
         outcome = refresh_once(self.settings, self.task, self.bootstrap, self.examples, 0,
-                               RefreshConfig(seed=self.cfg.seed,
-                                             min_calibration=self.settings.min_calibration))
-        self.refreshes.append({"at_item": self._done, **outcome.as_dict()})
+                               refresh_config(self.settings, self.cfg.seed))
+        self.refreshes.append({"at_item": self._done, "verdicts": len(self.examples),
+                               **outcome.as_dict()})
         if outcome.promoted:
-            self.student = Registry(self.settings.registry_root).load_student(
-                self.task.name, threads=self.settings.student_threads)
+            registry = Registry(self.settings.registry_root)
+            self.student = _Recording(registry.load_student(
+                self.task.name, threads=self.settings.student_threads))
+            self.served.append(Served(self.student.version, self._done,
+                                      registry.show(self.task.name).data, []))
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> BacktestFigures:
         policy = Policy(self.cfg.audit_rate, self.cfg.critical_floor)
-        self._done = 0
         if self.bootstrap:
             self._refresh()
-        decided, by, calls, pending = [], [], 0, 0
+        decided: list[str] = []
+        by: list[str] = []
+        calls, pending = 0, 0
         for start in range(0, len(self.history), self.cfg.batch_size):
             chunk = self.history[start:start + self.cfg.batch_size]
-            items = [Item(TextItem(id=r.id, text=r.text), r.text, RawEvent("history", 0, i, None,
-                                                                            None))
+            items = [Item(TextItem(id=r.id, text=r.text), r.text,
+                          RawEvent("history", 0, i, None, None))
                      for i, r in enumerate(chunk, start=start)]
-            for row, routed in zip(chunk, route_batch(self.task, self.student, items, policy),
-                                   strict=True):
+            student: StudentLike | None = self.student
+            routed_batch = route_batch(self.task, student, items, policy)
+            if self.student is not None and self.student.last is not None:
+                self.served[-1].probs.append(self.student.last)
+            for row, routed in zip(chunk, routed_batch, strict=True):
                 if routed.request is not None:
                     calls += 1
                     pending += 1
@@ -128,60 +161,20 @@ class Backtest:
                     decided.append(row.teacher)
                     by.append("teacher")
             self._done = start + len(chunk)
-            if pending >= self.cfg.retrain_every:
+            if pending >= refresh_step(len(self.examples) - pending,
+                                       self.settings.refresh_first_verdicts, self.every):
                 pending = 0
                 self._refresh()
             self.progress(self._done, {"student_share": by.count("student") / self._done,
                                        "teacher_calls": calls, "refreshes": len(self.refreshes)})
-        return self._figures(decided, by, calls)
-
-    def _figures(self, decided: list[str], by: list[str], calls: int) -> dict[str, Any]:
-        return figures_of(self.history, self.task, self.cfg, decided, by, calls, self.refreshes)
-
-def _economics(cfg: BacktestConfig, fraction: float) -> dict[str, Any]:
-    volume, price = cfg.volume_per_day, cfg.teacher_cost_per_call
-    if volume is None or price is None:
-        return {}
-    baseline = volume * price
-    distilled = volume * fraction * price
-    return {"volume_per_day": volume, "teacher_cost_per_call": price,
-            "teacher_only_cost_per_day": baseline, "distilled_cost_per_day": distilled,
-            "saving_per_day": baseline - distilled}
-
-
-def figures_of(history: list[HistoryRow], task: TaskConfig, cfg: BacktestConfig,
-               decided: list[str], by: list[str], calls: int,
-               refreshes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The backtest's figures from the final decision per item and the teacher calls made."""
-    n = len(history)
-    truth = [r.gold if r.gold is not None else r.teacher for r in history]
-    report = slice_report(truth, decided, task.label_names, cfg.critical)
-    teacher_only = slice_report(truth, [r.teacher for r in history], task.label_names,
-                                cfg.critical)
-    fraction = calls / n if n else 0.0
-    return {
-        "n": n,
-        "teacher_call_fraction": fraction,
-        "student_share": by.count("student") / n if n else 0.0,
-        "accuracy": report["accuracy"],
-        "teacher_only_accuracy": teacher_only["accuracy"],
-        "accuracy_against": "gold" if history and history[0].gold is not None else "teacher",
-        "macro_f1": report["macro_f1"],
-        "discounted_accuracy": {lam: report["accuracy"] - float(lam) * fraction
-                                for lam in LAMBDAS},
-        "teacher_only_discounted_accuracy": {lam: teacher_only["accuracy"] - float(lam)
-                                             for lam in LAMBDAS},
-        "slices": report["slices"],
-        "critical_recall": report["critical_recall"],
-        "models_promoted": sum(1 for r in refreshes if r["promoted"]),
-        "refreshes": [{k: v for k, v in r.items() if k != "report"} for r in refreshes],
-        "economics": _economics(cfg, fraction),
-    }
+        return figures_of(self.history, self.task, self.cfg, self.settings, decided, by,
+                          calls, self.refreshes, self.served)
 
 
 def run_backtest(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
                  cfg: BacktestConfig, shuffle: int | None = None,
-                 progress: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[int, dict[str, Any]], None] | None = None
+                 ) -> BacktestFigures:
     if shuffle is not None:
         history = history[:]
         random.Random(shuffle).shuffle(history)

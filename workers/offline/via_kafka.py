@@ -20,10 +20,11 @@ from distillery.settings import Settings
 from schemas.records import Decision, TeacherVerdict, TextItem
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
-from workers.offline.backtest import BacktestConfig, HistoryRow, backtest_task, figures_of
+from workers.offline.backtest import BacktestConfig, HistoryRow, backtest_task
+from workers.offline.figures import BacktestFigures, figures_of
 from workers.runtime.stack import children, prepare
 from workers.runtime.supervisor import Supervisor
-from workers.trainer.refresh import RefreshConfig, refresh_once
+from workers.trainer.refresh import refresh_config, refresh_once
 
 
 def _tasks_toml(task_labels: list[str], critical: list[str]) -> str:
@@ -45,7 +46,7 @@ def _read(settings: Settings, topic: str) -> list[Any]:
 def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
                   cfg: BacktestConfig, shuffle: int | None, rate: float = 150.0,
                   progress: Callable[[str], None] = print, timeout_s: float = 900.0
-                  ) -> dict[str, Any]:
+                  ) -> BacktestFigures:
     import random
 
 
@@ -65,7 +66,8 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             "tasks_file": home / "tasks.toml", "registry_root": home / "registry",
             "state_dir": home / "state", "teacher_kind": "recorded",
             "teacher_recorded_path": home / "teacher.jsonl",
-            "refresh_every_verdicts": cfg.retrain_every, "audit_rate": cfg.audit_rate,
+            "refresh_every_verdicts": cfg.retrain_every or settings.refresh_every_verdicts,
+            "audit_rate": cfg.audit_rate,
             "critical_floor": cfg.critical_floor, "teacher_calls_per_minute": 1e6,
             "teacher_cost_per_hour": 1e6,
         })
@@ -75,8 +77,8 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
                 handle.write(json.dumps({"text": text, "label": label}) + "\n")
         s, broker = prepare(s, [task])
         if bootstrap:
-            refresh_once(s, task, bootstrap, [], 0, RefreshConfig(
-                min_calibration=s.min_calibration), announce=lambda m: announce_manifest(s, m))
+            refresh_once(s, task, bootstrap, [], 0, refresh_config(s),
+                         announce=lambda m: announce_manifest(s, m))
         supervisor = Supervisor(s, children(s, [task], home / "logs",
                                             bootstrap_files={"backtest": boot_file}))
         supervisor.start()
@@ -91,9 +93,7 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
                 broker.stop()
     labels = [decided[r.id].label for r in history]
     by: list[str] = [str(decided[r.id].decided_by) for r in history]
-    figures = figures_of(history, task, cfg, labels, by, len(verdicts), [])
-    figures["via_kafka"] = True
-    return figures
+    return figures_of(history, task, cfg, s, labels, by, len(verdicts), [])
 
 
 def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Supervisor,

@@ -246,6 +246,63 @@ def critical_recall_by_version(
     return {v: e for v, e in out.items() if e["announced"] or e["support"]}
 
 
+def catch_by_version(task: TaskConfig, decisions: Sequence[Decision],
+                     requests: Sequence[TeacherRequest], verdicts: Sequence[TeacherVerdict],
+                     feedback: Sequence[Feedback],
+                     announcements: Sequence[ModelAnnouncement]) -> dict[str, dict[str, Any]]:
+    """Per version, each critical label's catch rate: as announced (the trainer's figure on
+    held-out verdicts) and as measured here with ``models.system.system_metrics`` on the
+    verdicts of the items routed under that version — a deferred item reached the teacher
+    (caught); an audited one was decided by the student (caught if its label was right) and
+    stands for ``student decisions / audits`` of that version's decisions. The truth is the
+    feedback where there is any, else the teacher's verdict."""
+    from models.system import system_metrics
+
+    critical = task.critical_labels
+    out: dict[str, dict[str, Any]] = {}
+    for a in sorted(announcements, key=lambda a: a.created_at):
+        if a.action == "promote":
+            entry = out.setdefault(a.version, {"announced": {}, "measured": {}, "support": {}})
+            entry["announced"].update({lab: a.metrics[f"catch:{lab}"] for lab in critical
+                                       if f"catch:{lab}" in a.metrics})
+    if not critical:
+        return {}
+    gold = {f.id: f.label for f in feedback}
+    versions = versions_by_id(decisions, requests)
+    by_student = Counter(versions.get(d.id, NO_VERSION) for d in decisions
+                         if d.decided_by == "student")
+    rows: dict[str, list[tuple[str, bool, str | None]]] = defaultdict(list)
+    for v in verdicts:
+        version = versions.get(v.id, NO_VERSION)
+        audit = v.reason == "audit"
+        rows[version].append((gold.get(v.id, v.label), audit, v.student_label if audit else None))
+    for version, items in rows.items():
+        audits_n = sum(1 for _, audit, _ in items if audit)
+        weight = by_student[version] / audits_n if audits_n else 1.0
+        m = system_metrics([t for t, _, _ in items], [a for _, a, _ in items],
+                           [lab for _, _, lab in items], critical=critical,
+                           weights=[weight if a else 1.0 for _, a, _ in items])
+        if any(m.critical_support.values()):
+            entry = out.setdefault(version, {"announced": {}, "measured": {}, "support": {}})
+            entry["measured"] = {k: v for k, v in m.catch_rate.items() if v is not None}
+            entry["support"] = {k: round(v, 1) for k, v in m.critical_support.items() if v}
+    return {v: e for v, e in out.items() if e["announced"] or e["measured"]}
+
+
+def policy_figures(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The serving version's policy: floors, targets and the calls-vs-accuracy curve its
+    calibration measured on held-out verdicts (None for a version without one)."""
+    policy = (manifest or {}).get("policy")
+    if not isinstance(policy, dict):
+        return None
+    return {"version": (manifest or {}).get("version"),
+            "accuracy_target": policy.get("accuracy_target"),
+            "catch_target": policy.get("catch_target"), "floors": policy.get("floors", {}),
+            "floor_basis": policy.get("floor_basis", {}), "sample": policy.get("sample", {}),
+            "curve": [{k: v for k, v in p.items() if k != "thresholds"}
+                      for p in policy.get("curve", [])]}
+
+
 def confusion(task: TaskConfig, decisions: Sequence[Decision], verdicts: Sequence[TeacherVerdict],
               feedback: Sequence[Feedback]) -> dict[str, Any]:
     """Decisions against feedback where there is any, else the teacher against the student
@@ -308,8 +365,10 @@ def summary(data: TaskData) -> dict[str, Any]:
     }
 
 
-def task_figures(data: TaskData) -> dict[str, Any]:
-    """Every figure of one task: the summary plus the series the plots draw."""
+def task_figures(data: TaskData, serving: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every figure of one task: the summary plus the series the plots draw.
+
+    ``serving`` is the serving version's manifest (for its policy and curve), if known."""
     decisions = sorted(first_by_id(data.decisions), key=lambda d: d.decided_at)
     verdicts = first_by_id(data.verdicts)
     requests = first_by_id(data.requests)
@@ -324,6 +383,9 @@ def task_figures(data: TaskData) -> dict[str, Any]:
         "critical_labels": data.task.critical_labels,
         "critical_recall_by_version": critical_recall_by_version(
             data.task, data.announcements, decisions, requests, feedback),
+        "catch_rate_by_version": catch_by_version(
+            data.task, decisions, requests, verdicts, feedback, data.announcements),
+        "policy": policy_figures(serving),
         "confusion": confusion(data.task, decisions, verdicts, feedback),
         "dead_letters_by_kind": dead_letters_by_kind(data.dead_letters),
         "models": promoted_versions(data.announcements),
@@ -451,6 +513,17 @@ def write_report(figures: dict[str, dict[str, Any]], out: Path, *, title: str = 
     return page
 
 
+def _serving(settings: Settings, task: str) -> dict[str, Any] | None:
+    from models.registry import Registry
+
+    try:
+        manifest = Registry(settings.registry_root).serving(task)
+    except DistilleryError as exc:
+        log.warning("cannot read the serving version of %s: %s", task, exc)
+        return None
+    return manifest.data if manifest is not None else None
+
+
 def build_report(settings: Settings, task_names: Sequence[str] | None = None,
                  out: Path = Path("distillery-report"),
                  json_file: Path | None = None) -> tuple[Path, dict[str, dict[str, Any]]]:
@@ -458,6 +531,6 @@ def build_report(settings: Settings, task_names: Sequence[str] | None = None,
     tasks = resolve_tasks(settings, list(dict.fromkeys(task_names or [])))
     check_paths(out, json_file)
     data = read_topics(settings, tasks)
-    figures = {name: task_figures(d) for name, d in data.items()}
+    figures = {name: task_figures(d, _serving(settings, name)) for name, d in data.items()}
     source = f"{settings.kafka_bootstrap}, topic prefix {settings.topic_prefix or '(none)'}"
     return write_report(figures, out, json_file=json_file, source=source), figures

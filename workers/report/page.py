@@ -163,6 +163,41 @@ def _recall_chart(f: dict[str, Any]) -> str:
                      y_fmt=percent, y_range=(0.0, 1.0))
 
 
+def _catch_chart(f: dict[str, Any]) -> str:
+    title = "Critical catch rate per model version"
+    by_version = f.get("catch_rate_by_version") or {}
+    if not f["critical_labels"]:
+        return empty_chart(title, "This task has no critical labels")
+    if not by_version:
+        return empty_chart(title, "No version with a catch rate yet")
+    versions = list(by_version)
+    bars = []
+    for i, label in enumerate(f["critical_labels"]):
+        color = PALETTE[(3 + 2 * i) % len(PALETTE)]
+        bars.append(Bars(f"{label} (announced)",
+                         [by_version[v]["announced"].get(label) for v in versions], color))
+        bars.append(Bars(f"{label} (measured)",
+                         [by_version[v]["measured"].get(label) for v in versions], color + "88"))
+    return bar_chart(title, versions, bars, y_label="catch rate", x_label="model version",
+                     y_fmt=percent, y_range=(0.0, 1.0))
+
+
+def _curve_chart(f: dict[str, Any]) -> str:
+    title = "Teacher calls against system accuracy over the accuracy target"
+    policy = f.get("policy") or {}
+    curve = policy.get("curve") or []
+    if not curve:
+        return empty_chart(title, "The serving version has no calibrated curve")
+    names = [("● " if abs(p["target"] - (policy.get("accuracy_target") or -1)) < 1e-9 else "")
+             + f"{p['target']:g}" for p in curve] + ["teacher only"]
+    return bar_chart(
+        f"{title} ({policy.get('version')}, held-out verdicts)", names,
+        [Bars("teacher calls", [p["teacher_call_fraction"] for p in curve] + [1.0], PALETTE[1]),
+         Bars("system accuracy", [p["system_accuracy"] for p in curve] + [1.0], PALETTE[0])],
+        y_label="share", x_label="accuracy target of the decided part (● chosen)",
+        y_fmt=percent, y_range=(0.0, 1.0))
+
+
 def _confusion_chart(f: dict[str, Any]) -> str:
     c = f["confusion"]
     title = {"feedback": "Confusion matrix: decisions against feedback",
@@ -204,12 +239,16 @@ def _task_section(name: str, f: dict[str, Any]) -> str:
         return head + ("<div class='empty'>No data yet: nothing has been decided, sent to the "
                        "teacher or announced for this task.</div></section>")
     charts = [_share_chart(f), _version_chart(f), _calls_chart(f), _cost_chart(f),
-              _audit_chart(f), _recall_chart(f)]
+              _audit_chart(f), _recall_chart(f), _catch_chart(f), _curve_chart(f)]
     grid = "".join(f"<div class='chart'>{c}</div>" for c in charts)
     grid += f"<div class='chart wide'>{_confusion_chart(f)}</div>"
     grid += f"<div class='chart'>{_dead_chart(f)}</div>"
     notes = ("Recall is as announced by the trainer (held-out metrics) and as measured on "
-             "decisions made while the version served, against feedback. Costs are the "
+             "decisions made while the version served, against feedback. A critical label's "
+             "catch rate is the share of its items that reached the teacher or were decided "
+             "correctly: as announced, and as measured from the verdicts (audits weighted "
+             "for the decisions they stand for). The curve is the serving version's, on its "
+             "held-out verdicts; the teacher alone answers everything. Costs are the "
              "teacher's reported costs; the baseline sends every event to the teacher at the "
              "mean observed cost per call.")
     if f["undecodable"]:

@@ -5,10 +5,20 @@ the same way:
 
 * the dataset is the bootstrap rows plus the store's examples (deduplicated by id;
   feedback's label replaces the teacher's, and contradicted verdicts are counted);
-* the holdout is the newest ``holdout_fraction`` of the examples (time-ordered);
-* thresholds are calibrated on the audit verdicts and the feedback gold set when there are
-  at least ``min_calibration`` of them (kept out of training for that), else on the holdout;
+* the held-out verdicts are the newest ``holdout_fraction`` of them (at least
+  ``min_calibration`` while that leaves half to train on) plus every older audit: the
+  candidate does not train on them, and its policy is calibrated and gated on them
+  (``models.pipeline``). Deferred items weigh 1; the audits stand for the region the
+  serving student accepts alone — ``A_window / audit_rate`` items, where ``A_window`` is
+  the number of audits in the recent window — shared among all held-out audits, so the
+  weighted set stands for the recent stream with less variance than the window's few
+  audits alone would give (at the price of older audits standing for today's region);
+* with fewer than 10 verdicts, a random tenth of the bootstrap is held out instead;
 * classes under a minimum share, and the critical labels, are oversampled in training.
+
+``refresh_step`` is the schedule: after a cold start refresh early, then less often — after
+``refresh_first_verdicts`` (50) verdicts, then whenever the verdicts have doubled (100, 200,
+400, ...) until the step reaches ``refresh_every_verdicts``.
 """
 
 from __future__ import annotations
@@ -23,9 +33,11 @@ from typing import Any
 from distillery.errors import ConfigError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from models.evaluate import slice_report
+from models.evaluate import SliceReport, slice_report
 from models.pipeline import GateDecision, publish_and_promote, train_version
+from models.policy import CalibrationSample
 from models.registry import Manifest, Registry
+from workers.trainer.schedule import refresh_step
 from workers.trainer.store import Example
 
 log = logging.getLogger(__name__)
@@ -35,8 +47,10 @@ Announce = Callable[[Manifest], None]
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    holdout_fraction: float = 0.15
+    holdout_fraction: float = 0.2
     min_calibration: int = 50
+    audit_rate: float = 0.02
+    max_audits: int = 2000  # older audits held out beside the recent window, newest first
     min_share: float | None = None  # default: half of an even share
     critical_boost: float = 2.0
     max_repeat: int = 10
@@ -47,7 +61,8 @@ class RefreshConfig:
 class Dataset:
     train: list[tuple[str, str]]
     holdout: list[tuple[str, str]]
-    calibration: list[tuple[str, str]]
+    weights: list[float]  # per held-out row
+    sample: CalibrationSample | None
     gold: list[tuple[str, str]]
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -73,27 +88,58 @@ def oversample(rows: list[tuple[str, str]], critical: list[str], min_share: floa
     return out
 
 
+def holdout_size(n: int, cfg: RefreshConfig) -> int:
+    """Held-out verdicts out of ``n``: the newest fraction, at least ``min_calibration``
+    while that leaves half of them to train on; none under 10.
+
+    >>> [holdout_size(n, RefreshConfig()) for n in (5, 50, 100, 400, 3000)]
+    [0, 25, 50, 80, 600]
+    """
+    if n < 10:
+        return 0
+    return max(int(n * cfg.holdout_fraction), min(cfg.min_calibration, n // 2))
+
+
 def build_dataset(bootstrap: list[tuple[str, str]], examples: list[Example], task: TaskConfig,
                   cfg: RefreshConfig) -> Dataset:
     ordered = sorted(examples, key=lambda e: e.order)
-    n_hold = int(len(ordered) * cfg.holdout_fraction) if len(ordered) >= 20 else 0
+    n_hold = holdout_size(len(ordered), cfg)
     recent = ordered[len(ordered) - n_hold:] if n_hold else []
     older = ordered[: len(ordered) - n_hold]
-    unbiased = [e for e in older if e.reason == "audit" or e.gold]
-    use_calibration = len(unbiased) >= cfg.min_calibration
-    calib_ids = {e.id for e in unbiased} if use_calibration else set()
-    train = list(bootstrap) + [(e.text, e.label) for e in older if e.id not in calib_ids]
-    holdout = [(e.text, e.label) for e in recent]
-    if not holdout:  # too little history: hold out a slice of the bootstrap, at random
+    # Every audit is held out (they are few: audit_rate of the accepted items). Together
+    # they stand for the accepted items of the recent window: A_window / audit_rate items.
+    window_audits = sum(e.reason == "audit" for e in recent)
+    old_audits = [e for e in older if e.reason == "audit"][-cfg.max_audits:] if recent else []
+    held = recent + old_audits
+    n_audits = window_audits + len(old_audits)
+    audit_weight = (window_audits / cfg.audit_rate / n_audits
+                    if cfg.audit_rate > 0 and n_audits else 1.0)
+    held_ids = {e.id for e in held}
+    train = list(bootstrap) + [(e.text, e.label) for e in older if e.id not in held_ids]
+    weights = [audit_weight if e.reason == "audit" else 1.0 for e in held]
+    keep = [i for i, w in enumerate(weights) if w > 0]
+    held, weights = [held[i] for i in keep], [weights[i] for i in keep]
+    holdout = [(e.text, e.label) for e in held]
+    sample = None
+    if holdout:
+        total, squares = sum(weights), sum(w * w for w in weights)
+        audits = sum(e.reason == "audit" for e in held)
+        sample = CalibrationSample(
+            n=len(held), weight=total, effective_n=total * total / squares, audits=audits,
+            deferred=len(held) - audits, gold=sum(e.gold for e in held),
+            critical_support={c: sum(e.label == c for e in held)
+                              for c in task.critical_labels})
+    else:  # too little history: hold out a slice of the bootstrap, at random
         train, holdout = _split_bootstrap(train, cfg.seed)
-    calibration = [(e.text, e.label) for e in unbiased] if use_calibration else []
+        weights = [1.0] * len(holdout)
     gold = [(e.text, e.label) for e in examples if e.gold]
     summary = {
         "bootstrap": len(bootstrap), "examples": len(examples), "train": len(train),
-        "holdout": len(holdout), "calibration": len(calibration) or len(holdout),
-        "calibrated_on": "audit+gold" if calibration else "holdout", "gold": len(gold),
+        "holdout": len(holdout), "held_out_audits": sample["audits"] if sample else 0,
+        "audit_weight": audit_weight, "calibrated_on": "held-out verdicts" if sample
+        else "bootstrap slice", "gold": len(gold),
     }
-    return Dataset(train, holdout, calibration, gold, summary)
+    return Dataset(train, holdout, weights, sample, gold, summary)
 
 
 def _split_bootstrap(rows: list[tuple[str, str]], seed: int
@@ -131,13 +177,19 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
     result = train_version(
         [t for t, _ in train_rows], [y for _, y in train_rows], task=task, settings=settings,
         holdout_texts=[t for t, _ in data.holdout], holdout_labels=[y for _, y in data.holdout],
-        calib_texts=[t for t, _ in data.calibration] or None,
-        calib_labels=[y for _, y in data.calibration] or None,
+        holdout_weights=data.weights, sample=data.sample,
         parent_labels=serving.labels if serving else None, seed=cfg.seed,
     )
-    result.summary.update(data.summary, contradicted=contradicted)
+    # the training counts without oversampling: what the critical-examples rule reads
+    result.summary.update(data.summary, contradicted=contradicted,
+                          label_counts=dict(sorted(Counter(y for _, y in data.train).items())))
     manifest, decision = publish_and_promote(result, task=task, settings=settings)
-    report = {"holdout": result.report, "dataset": data.summary}
+    report = {"holdout": result.report, "dataset": data.summary,
+              "system": result.system.as_dict(),
+              "serving_system": (decision.serving_system.as_dict()
+                                 if decision.serving_system else None),
+              "floors": dict(result.calibration.policy.floors),
+              "floor_basis": result.calibration.floor_basis}
     if data.gold:
         report["gold"] = _gold_report(settings, task, manifest, data.gold)
     if decision.passed and announce is not None:
@@ -147,7 +199,7 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
 
 
 def _gold_report(settings: Settings, task: TaskConfig, manifest: Manifest,
-                 gold: list[tuple[str, str]]) -> dict[str, Any]:
+                 gold: list[tuple[str, str]]) -> SliceReport:
     student = Registry(settings.registry_root).load_student(task.name, manifest.version)
     predicted = student.predict_many([t for t, _ in gold]).labels
     return slice_report([y for _, y in gold], predicted, student.labels, task.critical_labels)
@@ -157,5 +209,11 @@ def stamp() -> str:
     return datetime.now(UTC).isoformat()
 
 
-__all__ = ["GateDecision", "RefreshConfig", "RefreshOutcome", "build_dataset", "oversample",
-           "refresh_once", "stamp"]
+def refresh_config(settings: Settings, seed: int = 0) -> RefreshConfig:
+    """The refresh configuration every caller uses (worker, replay, backtest)."""
+    return RefreshConfig(min_calibration=settings.min_calibration,
+                         audit_rate=settings.audit_rate, seed=seed)
+
+
+__all__ = ["GateDecision", "RefreshConfig", "RefreshOutcome", "build_dataset", "holdout_size",
+           "oversample", "refresh_config", "refresh_once", "refresh_step", "stamp"]

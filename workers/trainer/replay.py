@@ -21,7 +21,7 @@ def retrain_from(settings: Settings, task: TaskConfig, topic: str, since: dateti
                  until: datetime | None) -> dict[str, Any]:
     """Train a version from a verdicts topic range (plus its feedback topic), gate, announce."""
     from streams.announce import announce_manifest
-    from workers.trainer.refresh import RefreshConfig, refresh_once
+    from workers.trainer.refresh import refresh_config, refresh_once
 
     roles = {topic: "verdicts", settings.topic(task.feedback_topic): "feedback"}
     messages = asyncio.run(read_range(settings, list(roles), since, until))
@@ -32,8 +32,7 @@ def retrain_from(settings: Settings, task: TaskConfig, topic: str, since: dateti
         store.commit()
         examples, contradicted = store.examples()
         store.close()
-    outcome = refresh_once(settings, task, [], examples, contradicted,
-                           RefreshConfig(min_calibration=settings.min_calibration),
+    outcome = refresh_once(settings, task, [], examples, contradicted, refresh_config(settings),
                            announce=lambda m: announce_manifest(settings, m, "promote"))
     return outcome.as_dict()
 
@@ -43,6 +42,7 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
     """Decide every input of a range with the serving student into ``target`` (keyed by id)."""
     from kafka import KafkaProducer
 
+    from models.policy import decide
     from models.registry import Registry
 
     student = Registry(settings.registry_root).load_student(task.name,
@@ -61,14 +61,15 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
     try:
         for start in range(0, len(items), 1024):
             batch = items[start:start + 1024]
-            predictions = student.predict_many([i.text for i in batch])
-            accepted = student.accepts(predictions)
+            decided = decide(student.predict_proba([i.text for i in batch]),
+                             student.routing_policy(settings.critical_floor))
+            reasons = decided.reasons()
             for i, item in enumerate(batch):
                 decision = Decision(
-                    id=item.record.id, task=task.name, label=predictions.labels[i],
-                    confidence=min(1.0, float(predictions.confidence[i])), decided_by="student",
-                    model_version=student.version,
-                    reason="confident" if accepted[i] else "low_confidence",
+                    id=item.record.id, task=task.name,
+                    label=student.labels[int(decided.label_ids[i])],
+                    confidence=min(1.0, float(decided.confidence[i])), decided_by="student",
+                    model_version=student.version, reason=reasons[i],
                     latency_ms=0.0, cost=0.0,
                 )
                 producer.send(target, key=item.record.id.encode(), value=encode(decision))

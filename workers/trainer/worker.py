@@ -2,8 +2,10 @@
 
 A grouped aiokafka consumer applies each message to the ``TrainingStore`` (committing the
 store before the Kafka offsets, so a crash replays rather than loses), and a refresh runs
-every ``refresh_every_verdicts`` new verdicts or every ``refresh_every_minutes`` (when
-there is something new), in a thread so the consumer keeps its group membership.
+on the schedule of ``refresh_step`` — after a cold start early (50, 100, 200, 400 …
+verdicts), then every ``refresh_every_verdicts`` new verdicts — or every
+``refresh_every_minutes`` (when there is something new), in a thread so the consumer keeps
+its group membership.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from workers.runtime.signals import run_until_signal
 from workers.trainer.consume import apply_message
+from workers.trainer.schedule import refresh_step
 from workers.trainer.store import TrainingStore
 
 log = logging.getLogger(__name__)
@@ -57,13 +60,12 @@ def store_refresher(settings: Settings, task: TaskConfig,
     table; a promoted version is announced on the ``models`` topic.
     """
     from streams.announce import announce_manifest
-    from workers.trainer.refresh import RefreshConfig, refresh_once, stamp
+    from workers.trainer.refresh import refresh_config, refresh_once, stamp
 
     def refresh(store: TrainingStore) -> dict[str, Any]:
         examples, contradicted = store.examples()
         outcome = refresh_once(
-            settings, task, bootstrap, examples, contradicted,
-            RefreshConfig(min_calibration=settings.min_calibration),
+            settings, task, bootstrap, examples, contradicted, refresh_config(settings),
             announce=lambda m: announce_manifest(settings, m, "promote"),
         )
         store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
@@ -95,7 +97,10 @@ class TrainerWorker:
     def due(self) -> bool:
         if self.new_verdicts <= 0:
             return False
-        if self.new_verdicts >= self.settings.refresh_every_verdicts:
+        seen = self.store.counts()["verdicts"]  # the step grows with the verdicts seen
+        if self.new_verdicts >= refresh_step(max(0, seen - self.new_verdicts),
+                                             self.settings.refresh_first_verdicts,
+                                             self.settings.refresh_every_verdicts):
             return True
         return time.monotonic() - self.last_refresh >= self.settings.refresh_every_minutes * 60
 

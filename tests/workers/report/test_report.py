@@ -65,7 +65,7 @@ def announcement(version: str, t: float, recall: float,
         task="moderation", version=version, uri=f"file:///r/{version}", sha256=SHA,
         labels=MODERATION.label_names, action=action, created_at=at(t),  # type: ignore[arg-type]
         metrics={"accuracy": 0.9, "macro_f1": 0.8, "recall:self_harm": recall,
-                 "recall:violent_threat": recall - 0.05})
+                 "recall:violent_threat": recall - 0.05, "catch:self_harm": recall + 0.05})
 
 
 def scenario(n: int = 200) -> report.TaskData:
@@ -250,20 +250,49 @@ def _svgs(page: str) -> list[str]:
     return re.findall(r"<svg .*?</svg>", page, flags=re.S)
 
 
+def test_catch_rate_announced_and_measured_from_verdicts() -> None:
+    data = scenario()
+    # under v2: one self_harm item deferred (caught), one audited and decided as "ok" (missed)
+    data.requests += [request(950, "v2"), request(951, "v2", "audit")]
+    data.verdicts += [verdict(950, "self_harm", t=700),
+                      verdict(951, "self_harm", student="ok", reason="audit", t=701)]
+    data.decisions.append(decision(951, "student", "ok", "v2", t=701))
+    figures = report.catch_by_version(MODERATION, data.decisions, data.requests, data.verdicts,
+                                      data.feedback, data.announcements)
+    assert figures["v1"]["announced"] == {"self_harm": pytest.approx(0.9)}
+    # each of v2's audits stands for (its student decisions / its audits) decisions
+    decided = sum(d.decided_by == "student" and d.model_version == "v2" for d in data.decisions)
+    audits = sum(r.reason == "audit" and r.model_version == "v2" for r in data.requests)
+    caught = sum(v.label == "self_harm" and v.reason != "audit" and int(v.id[1:]) >= 100
+                 for v in data.verdicts)  # deferred under v2 (items 100 on, and 950)
+    weight = decided / audits
+    assert figures["v2"]["measured"]["self_harm"] == pytest.approx(caught / (caught + weight))
+    assert figures[report.NO_VERSION]["measured"] == {"self_harm": 1.0}
+
+
 def test_page_draws_every_plot(tmp_path: Path) -> None:
     data = scenario()
     data.feedback.append(Feedback(id="e0", task="moderation", label="self_harm"))
-    figures = {"moderation": report.task_figures(data),
+    serving = {"version": "v2", "policy": {
+        "accuracy_target": 0.95, "catch_target": 0.95, "floors": {"self_harm": 0.04},
+        "floor_basis": {}, "sample": {}, "curve": [
+            {"target": t, "coverage": c, "decided_accuracy": t, "system_accuracy": 0.99,
+             "teacher_call_fraction": 1 - c, "thresholds": [0.5]} for t, c in
+            ((0.9, 0.8), (0.95, 0.7))]}}
+    figures = {"moderation": report.task_figures(data, serving),
                "tickets": report.task_figures(report.TaskData(task=TICKETS))}
     page_path = report.write_report(figures, tmp_path / "out", json_file=tmp_path / "f.json")
     page = page_path.read_text(encoding="utf-8")
     svgs = _svgs(page)
-    assert len(svgs) == 8  # share, per version, calls, cost, audit, recall, confusion, dead
+    # share, per version, calls, cost, audit, recall, catch, curve, confusion, dead
+    assert len(svgs) == 10
     for svg in svgs:
         ET.fromstring(svg)  # each one is well-formed XML
     assert "<polyline" in page and "<rect" in page
     assert "Share of decisions by the student over time" in page
     assert "No data yet" in page  # the tickets task has none
+    assert "Teacher calls against system accuracy" in page and "● 0.95" in page
+    assert "Critical catch rate per model version" in page
     saved = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
     assert saved["moderation"]["events"] == 200 and saved["tickets"]["events"] == 0
 

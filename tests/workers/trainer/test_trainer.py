@@ -12,11 +12,12 @@ from kafka import KafkaProducer
 
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
+from models.registry import Registry
 from schemas.records import Feedback, TeacherVerdict
 from schemas.serde import encode
 from workers.trainer.consume import rebuild
-from workers.trainer.refresh import RefreshConfig, refresh_once
-from workers.trainer.store import TrainingStore
+from workers.trainer.refresh import RefreshConfig, build_dataset, holdout_size, refresh_once
+from workers.trainer.store import Example, TrainingStore
 from workers.trainer.worker import TrainerWorker
 
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
@@ -153,41 +154,59 @@ def test_replaying_the_topics_rebuilds_the_live_store(kafka_settings: Settings,
     assert rebuilt.examples()[1] == live_store.examples()[1]
 
 
-@pytest.mark.slow
-def test_clinc150_backtest_student_takes_over_and_stays_accurate(
-    clinc: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from workers.cli.main import main
-
+def _clinc_history(clinc: dict) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The README's CLINC150 history: the in-scope train split shuffled with seed 0, the
+    first 5 examples of each intent as the bootstrap, the other 14,250 as the stream (ids
+    ``c{i}`` by position in the shuffled list; gold is the recorded teacher)."""
     rows = clinc["train"][:]
     random.Random(0).shuffle(rows)
     seen: dict[str, int] = {}
     boot, stream = [], []
-    for text, label in rows:
+    for i, (text, label) in enumerate(rows):
         if seen.get(label, 0) < 5:
             seen[label] = seen.get(label, 0) + 1
             boot.append({"text": text, "label": label})
         else:
-            stream.append({"id": f"s{len(stream)}", "text": text, "label": label})
+            stream.append({"id": f"c{i}", "text": text, "label": label})
+    return boot, stream
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("critical", ["", "report_fraud,freeze_account"],
+                         ids=["plain", "rare-critical"])
+def test_clinc150_backtest_meets_the_targets_under_the_default_settings(
+    clinc: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, critical: str
+) -> None:
+    """Default settings (2^16 buckets only to keep it fast; README gives the 2^18 figures):
+    teacher calls <= 25% (<= 35% with two rare critical intents) at accuracy >= 0.95, and
+    each critical intent caught >= 95% of the time."""
+    from workers.cli.main import main
+
+    boot, stream = _clinc_history(clinc)
     assert (len(boot), len(stream)) == (750, 14_250)
     (tmp_path / "boot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in boot))
     (tmp_path / "stream.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stream))
     monkeypatch.setenv("DISTILLERY_STUDENT_BUCKETS", "65536")
     out = tmp_path / "backtest.json"
+    args = ["backtest", "--data", str(tmp_path / "stream.jsonl"), "--bootstrap",
+            str(tmp_path / "boot.jsonl"), "--id-col", "id", "--teacher-col", "label",
+            "--gold-col", "label", "--json", str(out)]
     with pytest.raises(SystemExit) as done:
-        main(["backtest", "--data", str(tmp_path / "stream.jsonl"), "--bootstrap",
-              str(tmp_path / "boot.jsonl"), "--id-col", "id", "--teacher-col", "label",
-              "--gold-col", "label", "--retrain-every", "500", "--precision-target", "0.96",
-              "--calibration-z", "0", "--min-accuracy", "0.6", "--volume-per-day", "100000",
-              "--teacher-cost-per-call", "0.002", "--json", str(out)])
+        main(args + (["--critical", critical] if critical else []))
     assert done.value.code in (0, None)
-    figures = json.loads(out.read_text())
-    print({k: figures[k] for k in ("n", "teacher_call_fraction", "student_share", "accuracy")})
-    assert figures["n"] == 14_250
-    assert set(figures["discounted_accuracy"]) == {"0.05", "0.1", "0.2", "0.3"}
-    assert figures["student_share"] >= 0.75
-    assert figures["accuracy"] >= 0.95
-    assert figures["teacher_call_fraction"] >= 1 - figures["student_share"]
+    f = json.loads(out.read_text())
+    print({k: f[k] for k in ("teacher_call_fraction", "coverage", "decided_accuracy",
+                             "accuracy", "catch_rate", "first_served_at")})
+    assert f["n"] == 14_250
+    assert set(f["discounted_accuracy"]) == {"0.05", "0.1", "0.2", "0.3"}
+    assert f["accuracy"] >= 0.95
+    assert f["teacher_call_fraction"] <= (0.35 if critical else 0.25)
+    assert f["teacher_call_fraction"] >= 1 - f["coverage"]
+    for label in filter(None, critical.split(",")):
+        assert f["catch_rate"][label] >= 0.95, label
+    chosen = [p for p in f["curve"] if p["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["target"] == f["accuracy_target"]
+    assert chosen[0]["teacher_call_fraction"] == pytest.approx(f["teacher_call_fraction"])
 
 
 @pytest.mark.kafka
@@ -211,10 +230,8 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
         else:
             stream.append(HistoryRow(f"s{len(stream)}", text, label, label))
     s = load_settings(kafka_bootstrap=kafka_bootstrap, student_buckets=1 << 16,
-                      precision_target=0.96, calibration_z=0.0, min_accuracy=0.6,
                       state_dir=tmp_path / "state", web_port=6377)
-    cfg = BacktestConfig(retrain_every=500, audit_rate=s.audit_rate,
-                         critical_floor=s.critical_floor)
+    cfg = BacktestConfig(audit_rate=s.audit_rate, critical_floor=s.critical_floor)
     local = run_backtest(s, stream, boot, cfg)
     # 100 events/s: a refresh (a few seconds of training) lags the stream by a few hundred
     # events, as it would in production; the in-process run swaps models instantly.
@@ -225,4 +242,56 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
     assert kafka["n"] == local["n"] == 14_250
     for key in keys:  # "within a few points": runs here differed by 1 to 5.4 points
         assert abs(kafka[key] - local[key]) <= 0.06, key
-    assert kafka["student_share"] >= 0.7 and kafka["accuracy"] >= 0.95
+    assert kafka["student_share"] >= 0.65 and kafka["accuracy"] >= 0.95
+
+
+def _example(i: int, label: str, reason: str = "low_confidence") -> Example:
+    return Example(f"e{i}", f"text {i}", label, "verdict", reason, False, i)
+
+
+def test_held_out_verdicts_include_every_audit_weighted_for_the_accepted_region() -> None:
+    examples = [_example(i, "balance", "audit" if i % 10 == 0 else "low_confidence")
+                for i in range(200)]
+    cfg = RefreshConfig(audit_rate=0.02, min_calibration=50)
+    data = build_dataset([("boot", "balance"), ("boot 2", "transfer")], examples, _task(), cfg)
+    window = examples[-holdout_size(200, cfg):]  # the newest 50
+    window_audits = sum(e.reason == "audit" for e in window)
+    held_audits = 20  # every audit, old or recent, is held out
+    assert data.sample is not None and data.sample["audits"] == held_audits
+    assert len(data.holdout) == len(window) + held_audits - window_audits
+    audit_w = [w for w, (t, _) in zip(data.weights, data.holdout, strict=True)
+               if int(t.split()[1]) % 10 == 0]
+    assert audit_w == [pytest.approx(window_audits / 0.02 / held_audits)] * held_audits
+    assert sum(audit_w) == pytest.approx(window_audits / 0.02)
+    trained = {t for t, _ in data.train}
+    assert not trained & {t for t, _ in data.holdout}
+
+
+def test_a_student_without_a_critical_label_does_not_serve(clinc: dict, tmp_path: Path) -> None:
+    from models.pipeline import publish_and_promote, train_version
+
+    s = Settings(registry_root=tmp_path / "registry", student_buckets=1 << 16)
+    task = _task()
+    rows = [r for r in clinc["train"] if r[1] in INTENTS and r[1] != CRITICAL]
+    result = train_version([t for t, _ in rows], [y for _, y in rows], task=task, settings=s)
+    manifest, decision = publish_and_promote(result, task=task, settings=s)
+    assert not decision.passed
+    assert f"{CRITICAL} has 0" in decision.reason, decision.reason
+    assert Registry(s.registry_root).serving(task.name) is None
+    assert manifest.data["gate"]["passed"] is False
+
+
+def test_the_trainer_refreshes_early_after_a_cold_start(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path / "state", refresh_first_verdicts=50,
+                 refresh_every_verdicts=500, refresh_every_minutes=1e6)
+    worker = TrainerWorker(s, _task(), lambda store: {})
+    due_at = []
+    for i in range(1, 1801):
+        worker.store.add_verdict(TeacherVerdict(id=f"v{i}", task="intents", text=f"t{i}",
+                                                label="balance", teacher_id="t",
+                                                reason="cold_start"))
+        worker.new_verdicts += 1
+        if worker.due():
+            due_at.append(i)
+            worker.run_refresh()
+    assert due_at == [50, 100, 200, 400, 800, 1300, 1800]
