@@ -140,20 +140,27 @@ def share_by_version(decisions: Sequence[Decision],
     ]
 
 
+BIN_SECONDS = (10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+
+
 def teacher_calls_per_minute(verdicts: Sequence[TeacherVerdict],
                              max_bins: int = MAX_MINUTE_BINS) -> list[dict[str, Any]]:
-    """Teacher calls per minute over time, in bins of whole minutes (at most ``max_bins``)."""
+    """Teacher calls per minute over time, in the finest bins of ``BIN_SECONDS`` that keep
+    at most ``max_bins`` of them: 10-second bins for a one-minute demo, whole minutes or
+    more for a day of traffic (``minutes`` is a bin's width, ``per_minute`` its rate)."""
     if not verdicts:
         return []
     stamps = [_ts(v.decided_at) for v in verdicts]
-    lo = min(stamps) // 60 * 60
-    minutes = int((max(stamps) - lo) // 60) + 1
-    width = max(1, -(-minutes // max_bins))
-    bins = Counter(int((s - lo) // (60 * width)) for s in stamps)
+    first, last = min(stamps), max(stamps)
+    width = next((w for w in BIN_SECONDS
+                  if int(last // w - first // w) + 1 <= max_bins), BIN_SECONDS[-1])
+    lo = first // width * width
+    count = int((last - lo) // width) + 1
+    bins = Counter(int((s - lo) // width) for s in stamps)
     return [
-        {"start": _iso(lo + i * 60 * width), "minutes": width, "calls": bins[i],
-         "per_minute": bins[i] / width}
-        for i in range(-(-minutes // width))
+        {"start": _iso(lo + i * width), "minutes": width / 60, "calls": bins[i],
+         "per_minute": bins[i] * 60 / width}
+        for i in range(count)
     ]
 
 
@@ -355,6 +362,8 @@ def summary(data: TaskData) -> dict[str, Any]:
                                     if last else None),
         "teacher_calls": len(verdicts),
         "teacher_cost": cost,
+        # the oracle is a simulation: its price per call is notional (the demo sets one)
+        "cost_is_notional": bool(verdicts) and all(v.teacher_id == "oracle" for v in verdicts),
         "teacher_only_cost": baseline,
         "saving": baseline - cost,
         "audit_accuracy": audit_accuracy(verdicts),

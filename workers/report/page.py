@@ -69,6 +69,7 @@ def _fmt(value: Any, kind: str = "n") -> str:
 
 def _cards(f: dict[str, Any]) -> str:
     baseline = f["teacher_only_cost"]
+    money = " (notional)" if f.get("cost_is_notional") else ""
     saving = f["saving"] / baseline if baseline else None
     items = [
         ("events decided", _fmt(f["events"])),
@@ -78,8 +79,8 @@ def _cards(f: dict[str, Any]) -> str:
         ("student share", _fmt(f["student_share"], "%")),
         ("student share, last 1000", _fmt(f["student_share_last_1000"], "%")),
         ("teacher calls", _fmt(f["teacher_calls"])),
-        ("teacher cost", _fmt(f["teacher_cost"], "$")),
-        ("teacher-only baseline", _fmt(baseline, "$")),
+        ("teacher cost" + money, _fmt(f["teacher_cost"], "$")),
+        ("teacher-only baseline" + money, _fmt(baseline, "$")),
         ("saving", _fmt(saving, "%")),
         ("audit accuracy", _fmt(f["audit_accuracy"], "%") + f" <small>({f['audits']:,})</small>"),
         ("models promoted", _fmt(f["models_promoted"])),
@@ -132,8 +133,10 @@ def _cost_chart(f: dict[str, Any]) -> str:
     ]
     if not f["teacher_calls"]:
         return empty_chart("Cumulative cost vs teacher-only baseline", "No teacher calls yet")
-    return line_chart("Cumulative cost vs teacher-only baseline", series,
-                      y_label="cumulative cost ($)")
+    title = "Cumulative cost vs teacher-only baseline"
+    if f.get("cost_is_notional"):
+        title += " (notional price per call)"
+    return line_chart(title, series, y_label="cumulative cost ($)")
 
 
 def _audit_chart(f: dict[str, Any]) -> str:

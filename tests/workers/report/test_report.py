@@ -128,9 +128,12 @@ def test_share_by_version_uses_request_versions_for_teacher_decisions() -> None:
 
 def test_teacher_calls_per_minute() -> None:
     verdicts = [verdict(i, "ok", t=s) for i, s in enumerate([0, 10, 20, 70, 200])]
-    rows = report.teacher_calls_per_minute(verdicts)
-    assert [r["calls"] for r in rows] == [3, 1, 0, 1]
-    assert all(r["minutes"] == 1 for r in rows)
+    rows = report.teacher_calls_per_minute(verdicts)  # a short span: 10-second bins
+    assert len(rows) == 21 and all(r["minutes"] == 10 / 60 for r in rows)
+    assert [i for i, r in enumerate(rows) if r["calls"]] == [0, 1, 2, 7, 20]
+    assert rows[0]["per_minute"] == 6.0
+    minutes = report.teacher_calls_per_minute(verdicts, max_bins=4)
+    assert [r["calls"] for r in minutes] == [3, 1, 0, 1] and minutes[0]["minutes"] == 1
     wide = report.teacher_calls_per_minute(verdicts, max_bins=2)
     assert [r["calls"] for r in wide] == [4, 1] and wide[0]["per_minute"] == 2.0
 
