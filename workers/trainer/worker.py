@@ -57,8 +57,11 @@ def store_refresher(settings: Settings, task: TaskConfig,
     """The worker's refresh: the store's examples (plus ``bootstrap``) through ``refresh_once``.
 
     Every refresh, promoted or rejected, is recorded in the store with its reason and slice
-    table; a promoted version is announced on the ``models`` topic.
+    table; a promoted version is announced on the ``models`` topic. Then old versions are
+    pruned: the registry keeps the serving one, the one a rollback returns to, and the newest
+    ``registry_keep`` (a version is 16-67 MB; a long-running trainer would fill the disk).
     """
+    from models.registry import Registry
     from streams.announce import announce_manifest
     from workers.trainer.refresh import refresh_config, refresh_once, stamp
 
@@ -73,6 +76,9 @@ def store_refresher(settings: Settings, task: TaskConfig,
         log.info("task %s: refresh %s %s (%s); %d verdicts contradicted by feedback",
                  task.name, outcome.version, "promoted" if outcome.promoted else "rejected",
                  outcome.reason, contradicted)
+        pruned = Registry.from_settings(settings).prune(task.name)
+        if pruned:
+            log.info("task %s: pruned %s", task.name, ", ".join(pruned))
         return outcome.as_dict()
 
     return refresh

@@ -295,3 +295,26 @@ def test_the_trainer_refreshes_early_after_a_cold_start(tmp_path: Path) -> None:
             due_at.append(i)
             worker.run_refresh()
     assert due_at == [50, 100, 200, 400, 800, 1300, 1800]
+
+
+def test_the_trainer_prunes_old_versions_after_each_refresh(
+    clinc: dict, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    from workers.trainer.worker import store_refresher
+
+    settings = kafka_settings.model_copy(update={"student_buckets": 1 << 16,
+                                                 "registry_keep": 1})
+    task = _task()
+    rows = [r for r in clinc["train"] if r[1] in INTENTS]
+    random.Random(1).shuffle(rows)
+    refresh = store_refresher(settings, task, [])
+    registry = Registry.from_settings(settings)
+    outcomes = []
+    for round_ in range(4):  # more data each time: each version is at least as good
+        store = _store(tmp_path, f"r{round_}", _verdicts(rows[: 200 * (round_ + 1)], "p"))
+        outcomes.append(refresh(store))
+        store.close()
+    versions = registry.versions(task.name)
+    assert len(outcomes) == 4 and len(versions) <= 3, versions  # serving, previous, newest 1
+    serving = registry.state(task.name).get("serving")
+    assert serving in versions and versions[-1] == outcomes[-1]["version"]
