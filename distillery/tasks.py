@@ -2,10 +2,13 @@
 
 A task names its input topic and record schema, the fields that make its text, its labels
 (name, description, critical or not), the teacher's instructions, its results topic, its
-routing policy and its wire formats: ``input_format`` (``auto``, the default: Avro when the
-bytes carry an Avro header, else JSON; or only ``avro``, only ``json``) and
+routing policy, its student tiers and its wire formats: ``input_format`` (``auto``, the
+default: Avro when the bytes carry an Avro header, else JSON; or only ``avro``, only ``json``) and
 ``output_format`` of its results topic (``avro``, the default, or ``json`` so that any
-Kafka client can read the decisions). Two tasks are built in (``tickets`` and
+Kafka client can read the decisions). ``tiers`` lists the student tiers: ``["ngram"]`` (the
+default: the hashed n-gram student alone) or ``["ngram", "embed"]`` (tier 1's undecided,
+non-critical items go to ``<task>.refine``, where sentence embeddings and a small head decide
+or forward to the teacher). Two tasks are built in (``tickets`` and
 ``moderation``); a TOML file named by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces
 built-in ones, e.g.::
 
@@ -36,6 +39,7 @@ from distillery.settings import Settings
 SchemaName = Literal["ticket", "moderation", "text"]
 InputFormat = Literal["auto", "avro", "json"]  # what the classify worker accepts
 OutputFormat = Literal["avro", "json"]  # how decisions are written on the results topic
+Tier = Literal["ngram", "embed"]  # the student tiers a task can run, in cascade order
 
 _TEXT_FIELDS: dict[str, list[str]] = {
     "ticket": ["subject", "body"],
@@ -76,12 +80,18 @@ class TaskConfig(BaseModel):
     policy: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
     input_format: InputFormat = "auto"
     output_format: OutputFormat = "avro"
+    # default tier 1 alone: on synthetic moderation tier 2 changed nothing (README "The
+    # second tier"); a task opts in with tiers = ["ngram", "embed"]
+    tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["ngram"]))
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> TaskConfig:
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names):
             raise ValueError(f"task {self.name}: duplicate label names")
+        if not self.tiers or self.tiers[0] != "ngram" or len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"task {self.name}: tiers must start with 'ngram', without "
+                             "repeats, e.g. [\"ngram\", \"embed\"]")
         if not self.input_topic:
             object.__setattr__(self, "input_topic", self.name)
         if not self.results_topic:
@@ -110,6 +120,15 @@ class TaskConfig(BaseModel):
     @property
     def feedback_topic(self) -> str:
         return f"{self.name}.feedback"
+
+    @property
+    def refine_topic(self) -> str:
+        """``<task>.refine``: what tier 1 leaves to tier 2 (when ``tiers`` has ``embed``)."""
+        return f"{self.name}.refine"
+
+    @property
+    def cascade(self) -> bool:
+        return "embed" in self.tiers
 
 
 def _labels(*items: tuple[str, str] | tuple[str, str, bool]) -> list[LabelSpec]:

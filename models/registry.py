@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,10 +185,15 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def promote(self, task: str, version: str) -> Manifest:
-        """Make ``version`` the serving one (after verifying its file); return its manifest."""
+    def promote(self, task: str, version: str,
+                verify: Callable[[Manifest], object] | None = None) -> Manifest:
+        """Make ``version`` the serving one (after verifying its file: by loading it as a
+        student, or with ``verify``, e.g. a tier-2 head); return its manifest."""
         manifest = self.show(task, version)
-        Student.load(manifest.directory, expected_sha256=manifest.sha256)  # refuse bad files
+        if verify is not None:
+            verify(manifest)
+        else:
+            Student.load(manifest.directory, expected_sha256=manifest.sha256)  # refuse bad files
         state = self.state(task)
         if state.get("serving") != version:
             history = [*state.get("history", []), version]

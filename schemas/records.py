@@ -156,6 +156,11 @@ class TeacherRequest(Record):
     model_version: str | None = None
     reason: RequestReason
     requested_at: AwareDatetime = Field(default_factory=utcnow)
+    # tier 2's scores, on a request that went through the cascade's refine stage (the
+    # student_* fields stay tier 1's); written by schema v2, absent (None) in v1 records
+    tier2_label: str | None = None
+    tier2_confidence: float | None = None
+    tier2_version: str | None = None
 
 
 class TeacherVerdict(Record):

@@ -75,7 +75,7 @@ def _outputs(rt: TaskRuntime, routed: Routed) -> list[Output]:
         out.append((rt.topics["results"], key, encode_output(rt.task, routed.decision)))
     if routed.request is not None:
         rt.metrics.deferred.labels(task=rt.task.name, reason=routed.request.reason).inc()
-        out.append((rt.topics["teacher"], key, encode(routed.request)))
+        out.append((rt.topics[routed.destination], key, encode(routed.request)))
     return out
 
 
@@ -114,6 +114,7 @@ class ClassifyApp:
                 "input": settings.topic(task.input_topic),
                 "results": settings.topic(task.results_topic),
                 "teacher": settings.topic(task.teacher_topic),
+                "refine": settings.topic(task.refine_topic),  # used when tiers has "embed"
                 "deadletter": settings.topic(DEADLETTER_TOPIC),
             }
             self.runtimes[task.name] = rt

@@ -11,6 +11,11 @@ label). For each decoded item:
 * confidence under the predicted class's threshold → teacher, reason ``low_confidence``;
 * otherwise decided by the student (reason ``confident``); a deterministic share of those,
   chosen from the id, is also sent to the teacher with reason ``audit``.
+
+When the task runs the cascade (``tiers`` has ``embed``), a ``low_confidence`` request goes
+to tier 2 (``Routed.destination`` is ``"refine"``: the ``<task>.refine`` topic) instead of
+the teacher; ``critical`` and ``cold_start`` still go to the teacher (a critical item skips
+tier 2), and so do audits.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -55,6 +60,7 @@ class Routed:
     item: Item
     decision: Decision | None
     request: TeacherRequest | None
+    destination: Literal["teacher", "refine"] = "teacher"  # where ``request`` goes
 
 
 def audit_selected(item_id: str, rate: float) -> bool:
@@ -126,7 +132,9 @@ def route_batch(
                 audit = _request(task, item, "audit", label, conf, student.version, now)
             out.append(Routed(item, decision, audit))
             continue
+        to_tier2 = reason == "low_confidence" and task.cascade
         out.append(
-            Routed(item, None, _request(task, item, reason, label, conf, student.version, now))
+            Routed(item, None, _request(task, item, reason, label, conf, student.version, now),
+                   "refine" if to_tier2 else "teacher")
         )
     return out

@@ -47,6 +47,9 @@ def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) ->
             (task.feedback_topic, "feedback"),
         ):
             specs.append(TopicSpec(settings.topic(name), schema, n, dict(retention), task.name))
+        if task.cascade:  # tier 1 → tier 2: what the n-gram student leaves to the embeddings
+            specs.append(TopicSpec(settings.topic(task.refine_topic), "teacher_request", n,
+                                   dict(retention), task.name))
     specs.append(
         TopicSpec(settings.topic(MODELS_TOPIC), "model_announcement", 1,
                   {"cleanup.policy": "compact"})

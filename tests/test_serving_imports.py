@@ -1,5 +1,6 @@
-"""Serving stays small: the classify and teacher workers (and the CLI's start-up) import no
-torch and no ONNX exporter — torch is for training only (the ``train`` extra)."""
+"""Serving stays small: the classify, refine (tier 2) and teacher workers (and the CLI's
+start-up) import no torch and no ONNX exporter — torch is for training only (the ``train``
+extra)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHECK = """
 import sys
 import streams.app, streams.hotswap, workers.teacher.worker, workers.cli.main, models
+import streams.refine, models.embed.tier2, models.embed.encoder
 heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """

@@ -1,4 +1,4 @@
-"""``distillery worker classify | teacher | trainer``: run one worker in the foreground."""
+"""``distillery worker classify | teacher | trainer | refine``: run one worker in the foreground."""
 
 from __future__ import annotations
 
@@ -78,3 +78,26 @@ def trainer(
         count = asyncio.run(rebuild_store(settings, config))
         err.print(f"rebuilt the training store from {count} messages")
     run_trainer(settings, config, store_refresher(settings, config, rows))
+
+
+@worker_app.command("refine")
+def refine(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task whose <task>.refine to serve")],
+    loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
+) -> None:
+    """Tier 2 of the cascade: consume <task>.refine; decide what the tier-2 policy accepts and
+    forward the rest to <task>.teacher with both tiers' scores (at-least-once)."""
+    from streams.refine import run_refine
+    from streams.topics import create_topics
+
+    logging.basicConfig(level=loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = cli_settings()
+    config = get_task(settings, task)
+    if not config.cascade:
+        from distillery.errors import ConfigError
+
+        raise ConfigError(f"task {config.name} does not enable the embed tier (tiers = "
+                          f"{config.tiers}): set tiers = [\"ngram\", \"embed\"] in its tasks file")
+    create_topics(settings)
+    run_refine(settings, config)

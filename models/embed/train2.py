@@ -1,0 +1,96 @@
+"""Training a tier-2 version: head on embeddings, calibrated policy, ONNX, registry.
+
+``fit_tier2`` trains the linear head (``models.embed.head``) on embeddings of the labelled
+texts, calibrates its policy with ``models.calibrate.calibrate_policy`` on held-out items
+(the ones tier 1 forwards: tier 2 only ever sees those), exports the head with the
+temperature inside and checks onnxruntime against numpy. ``publish_tier2`` stores it under
+``<task>/embed`` in the registry and promotes it if asked (verified as a head, not a
+tier-1 student). Training side: imports torch (through the head) and ``onnx``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from distillery.settings import Settings
+from models.calibrate import Calibration, calibrate_policy
+from models.embed.head import check_head_parity, export_head, train_head
+from models.embed.tier2 import TIER, registry_key, verify_head
+from models.pipeline import unweighted_sample
+from models.policy import CalibrationSample, policy_data
+from models.registry import Manifest, Registry
+
+
+@dataclass(frozen=True)
+class Tier2Result:
+    model: bytes  # the head's ONNX file
+    calibration: Calibration
+    labels: list[str]
+    critical: list[str]
+    n_train: int
+
+    def manifest(self) -> dict[str, Any]:
+        cal = self.calibration
+        m = cal.metrics
+        return {
+            "tier": TIER,
+            "labels": self.labels,
+            "critical_labels": self.critical,
+            "thresholds": cal.thresholds,
+            "temperature": cal.temperature,
+            "temperature_in_graph": True,
+            "policy": policy_data(cal.policy, accuracy_target=cal.accuracy_target,
+                                  catch_target=cal.catch_target, floor_basis=cal.floor_basis,
+                                  temperature=cal.temperature, sample=cal.sample,
+                                  curve=cal.curve, z=cal.z),
+            "metrics": {"coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
+                        "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate},
+            "system": m.as_dict(),
+            "training_data": {"n_train": self.n_train, "n_holdout": m.n},
+        }
+
+
+def class_weights(y: np.ndarray, k: int, max_weight: float = 20.0) -> np.ndarray:
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    median = float(np.median(counts[counts > 0])) if (counts > 0).any() else 1.0
+    return np.clip(median / np.maximum(counts, 1.0), 1.0, max_weight)
+
+
+def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
+              hold_y: np.ndarray, labels: Sequence[str], critical: Sequence[str],
+              settings: Settings, *, weights: np.ndarray | None = None,
+              sample: CalibrationSample | None = None, threads: int = 1) -> Tier2Result:
+    """Head on ``train_x`` (embeddings), policy calibrated on ``hold_x`` (what tier 1
+    forwards of the held-out items), exported and parity-checked."""
+    names = list(labels)
+    crit = [c for c in critical if c in names]
+    k = len(names)
+    head = train_head(train_x, train_y, k, class_weight=class_weights(train_y, k),
+                      threads=threads)
+    cal = calibrate_policy(
+        head.logits(hold_x), hold_y, weights, names, crit,
+        accuracy_target=settings.accuracy_target, catch_target=settings.critical_catch_target,
+        z=settings.calibration_z, min_support=settings.min_class_support,
+        conservative_floor=settings.critical_floor_conservative,
+        sample=sample or unweighted_sample([names[int(i)] for i in hold_y], crit))
+    model = export_head(head, cal.temperature)
+    check_head_parity(model, head, cal.temperature,
+                      hold_x[:256] if len(hold_x) else train_x[:256])
+    return Tier2Result(model, cal, names, crit, len(train_y))
+
+
+def publish_tier2(registry: Registry, task: str, result: Tier2Result, *, promote: bool,
+                  gate: dict[str, Any] | None = None) -> Manifest:
+    """Store the version under ``<task>/embed``; promote it when ``promote``."""
+    key = registry_key(task)
+    data = result.manifest()
+    if gate is not None:
+        data["gate"] = gate
+    manifest = registry.publish(key, result.model, data)
+    if promote:
+        registry.promote(key, manifest.version, verify=verify_head)
+    return manifest

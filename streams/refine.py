@@ -1,0 +1,284 @@
+"""The refine worker: tier 2 of the cascade, between the n-gram student and the teacher.
+
+``<task>.refine`` carries tier 1's ``low_confidence`` teacher requests (the classify worker
+sends them there when the task's ``tiers`` has ``embed``). A plain aiokafka consumer (group
+``<prefix>distillery-refine-<task>``, no auto-commit) takes micro-batches (up to
+``DISTILLERY_BATCH_SIZE`` records, waiting at most ``BATCH_WITHIN_S`` for more) and hands
+each to ``refine_batch`` (plain code): decode, one ``predict_many`` of the serving tier-2
+version (sentence encoder + head, ``models.embed.tier2``), then ``models.policy.decide``
+under that version's policy —
+
+* ``confident`` → a decision on the results topic, ``decided_by`` ``student``,
+  ``model_version`` ``embed-vNNNN``; a deterministic ``audit_rate`` share of them (from the
+  id) also goes to the teacher with reason ``audit`` (a verdict, not a second decision);
+* otherwise → the request goes on to ``<task>.teacher`` with tier 2's label, confidence and
+  version beside tier 1's (``tier2_*`` fields); reason ``critical`` if tier 2's floors say
+  so, else tier 1's reason.
+
+Nothing it can still route is dead-lettered: with no tier-2 version yet, or when tier 2
+fails at run time (the encoder, the head), the batch goes on to the teacher as it came. Only
+bytes that are not a teacher request go to ``deadletter``. A batch's offsets are committed
+after the broker acknowledged all its outputs (at-least-once; a non-retriable send error
+ends the process with ``FATAL_EXIT`` and nothing committed). Hot swap: the tier-2 head
+follows the ``models`` topic under the key ``<task>/embed`` with the classify worker's
+follower (no group, from the start), swapped between batches. Before subscribing the worker
+waits until its topics are in the cluster metadata (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from distillery.errors import DistilleryError
+from distillery.settings import Settings
+from distillery.tasks import TaskConfig
+from models.policy import REASONS, decide
+from schemas.records import Decision, ModelAnnouncement, TeacherRequest
+from schemas.serde import decode, encode
+from streams.app import FATAL_EXIT, FatalSendError, Output, send_until_acknowledged
+from streams.decode import RawEvent, dead_letter, encode_output
+from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, inside_registry
+from streams.routing import Policy, StudentLike, audit_selected
+from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics
+
+log = logging.getLogger(__name__)
+
+
+def group_id(settings: Settings, task: TaskConfig) -> str:
+    return f"{settings.topic_prefix}distillery-refine-{task.name}"
+
+
+@dataclass
+class RefineRuntime:
+    task: TaskConfig
+    holder: ModelHolder
+    policy: Policy
+    topics: dict[str, str] = field(default_factory=dict)  # role -> full topic name
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> items (for the log)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+def tier2_route(task: TaskConfig, student: StudentLike | None, requests: list[TeacherRequest],
+                policy: Policy) -> list[tuple[Decision | None, TeacherRequest | None]]:
+    """(decision, request to the teacher) per request; one ``predict_many`` call."""
+    if student is None or not requests:
+        return [(None, r) for r in requests]
+    now = datetime.now(UTC)
+    predictions = student.predict_many([r.text for r in requests])
+    rules = student.routing_policy(policy.critical_floor)
+    extra = {c: policy.critical_floor for c in task.critical_labels
+             if c in rules.labels and c not in rules.floors}
+    if extra:  # declared critical after this version was trained
+        rules = rules.with_floors({**rules.floors, **extra})
+    decided = decide(np.asarray(predictions.probs), rules)
+    out: list[tuple[Decision | None, TeacherRequest | None]] = []
+    for i, request in enumerate(requests):
+        label = student.labels[int(decided.label_ids[i])]
+        conf = min(1.0, float(decided.confidence[i]))
+        reason = REASONS[int(decided.reason_codes[i])]
+        scored = request.model_copy(update={"tier2_label": label, "tier2_confidence": conf,
+                                            "tier2_version": student.version})
+        if reason != "confident":
+            update: dict[str, Any] = {"requested_at": now}
+            if reason == "critical":
+                update["reason"] = "critical"
+            out.append((None, scored.model_copy(update=update)))
+            continue
+        waited = max(0.0, (now - request.requested_at).total_seconds() * 1000.0)
+        decision = Decision(id=request.id, task=task.name, label=label, confidence=conf,
+                            decided_by="student", model_version=student.version,
+                            reason="confident", latency_ms=waited, cost=0.0, decided_at=now)
+        audit = None
+        if audit_selected(request.id, policy.audit_rate):
+            audit = scored.model_copy(update={"reason": "audit", "requested_at": now})
+        out.append((decision, audit))
+    return out
+
+
+def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096) -> list[Output]:
+    """Decode, score with tier 2 and route one batch. Never raises for bad input, and a
+    tier-2 failure forwards the batch to the teacher unchanged."""
+    out: list[Output] = []
+    requests: list[TeacherRequest] = []
+    for raw in raws:
+        try:
+            requests.append(decode(raw.value or b"", TeacherRequest))
+        except DistilleryError as exc:  # not a teacher request: nothing to route
+            rt.count("dead_lettered")
+            out.append((rt.topics["deadletter"], raw.key, encode(dead_letter(
+                rt.task.name, raw, "undecodable", str(exc), keep_bytes))))
+    try:
+        routed = tier2_route(rt.task, rt.holder.current, requests, rt.policy)
+    except Exception:  # the encoder or the head failed: the teacher decides the batch
+        log.exception("task %s: tier 2 failed on a batch of %d; forwarding it to the teacher",
+                      rt.task.name, len(requests))
+        rt.count("tier2_failed", len(requests))
+        routed = [(None, r) for r in requests]
+    for decision, request in routed:
+        key = (decision or request).id.encode("utf-8")  # type: ignore[union-attr]
+        if decision is not None:
+            rt.count("decided")
+            out.append((rt.topics["results"], key, encode_output(rt.task, decision)))
+        if request is not None:
+            rt.count("audit" if request.reason == "audit" else "forwarded")
+            out.append((rt.topics["teacher"], key, encode(request)))
+    return out
+
+
+class _Producer:
+    """aiokafka's producer with the ``send(topic, key, value, ...)`` order that
+    ``streams.app.send_until_acknowledged`` (written for faust's producer) uses."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> Any:
+        return await self.producer.send(topic, value=value, key=key)
+
+
+def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
+    def load(announcement: ModelAnnouncement) -> StudentLike:
+        from models.embed.tier2 import EmbedStudent
+
+        return EmbedStudent.load(inside_registry(settings, announcement.uri), encoder(),
+                                 expected_sha256=announcement.sha256,
+                                 threads=settings.student_threads)
+
+    return load
+
+
+class RefineWorker:
+    def __init__(self, settings: Settings, task: TaskConfig, loader: Loader | None = None,
+                 on_fatal: Callable[[int], None] | None = None) -> None:
+        from models.embed.tier2 import encoder_loader, registry_key
+
+        self.settings = settings
+        self.task = task
+        self.on_fatal = on_fatal
+        loader = loader or tier2_loader(settings, encoder_loader(settings.cache_dir,
+                                                                 settings.student_threads))
+        self.key = registry_key(task.name)
+        holder = ModelHolder(self.key, loader, lambda key, version: None)
+        policy = Policy(
+            audit_rate=task.policy.audit_rate if task.policy.audit_rate is not None
+            else settings.audit_rate,
+            critical_floor=task.policy.critical_floor if task.policy.critical_floor is not None
+            else settings.critical_floor)
+        self.rt = RefineRuntime(task, holder, policy, {
+            "source": settings.topic(task.refine_topic),
+            "results": settings.topic(task.results_topic),
+            "teacher": settings.topic(task.teacher_topic),
+            "deadletter": settings.topic(DEADLETTER_TOPIC),
+        })
+        self.follower = AnnouncementFollower(settings, {self.key: holder})
+        self._stop = asyncio.Event()
+        self.batches = 0
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("refine worker for %s stopping", self.task.name)
+        self._stop.set()
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        s = self.settings
+        await wait_for_topics(s, sorted({*self.rt.topics.values(), s.topic(MODELS_TOPIC)}))
+        kafka = s.aiokafka_kwargs()
+        producer = AIOKafkaProducer(acks="all", linger_ms=5,
+                                    request_timeout_ms=int(s.producer_request_timeout_s * 1000),
+                                    **kafka)
+        consumer = AIOKafkaConsumer(group_id=group_id(s, self.task), enable_auto_commit=False,
+                                    auto_offset_reset="earliest", metadata_max_age_ms=30_000,
+                                    **kafka)
+        follow = asyncio.create_task(self._follow())
+        await producer.start()
+        try:
+            await consumer.start()
+            consumer.subscribe([self.rt.topics["source"]])
+            await self._wait_ready()
+            log.info("refine worker for %s: %s -> %s / %s, tier 2 %s", self.task.name,
+                     self.rt.topics["source"], self.rt.topics["results"],
+                     self.rt.topics["teacher"],
+                     self.rt.holder.current.version if self.rt.holder.current else "none yet")
+            await self._loop(consumer, _Producer(producer))
+        finally:
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+            await consumer.stop()
+            await producer.stop()
+            log.info("refine worker for %s stopped: %s", self.task.name, self.rt.counts)
+
+    async def _wait_ready(self) -> None:
+        ready = asyncio.create_task(self.follower.ready.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (ready, stop):
+            t.cancel()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self.follower.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("tier-2 model follower stopped (%s); restarting in 2s", exc)
+                await asyncio.sleep(2.0)
+
+    async def _loop(self, consumer: Any, producer: _Producer) -> None:
+        from aiokafka import TopicPartition
+        from aiokafka.errors import CommitFailedError
+
+        s = self.settings
+        while not self._stop.is_set():
+            batch = await consumer.getmany(timeout_ms=int(s.batch_within_s * 1000) or 1,
+                                           max_records=s.batch_size)
+            messages = [m for part in batch.values() for m in part]
+            if not messages:
+                continue
+            raws = [RawEvent(m.topic, m.partition, m.offset, m.key, m.value,
+                             float(m.timestamp) if m.timestamp else None) for m in messages]
+            started = time.perf_counter()
+            outputs = await asyncio.to_thread(refine_batch, self.rt, raws,
+                                              s.dead_letter_value_bytes)
+            try:
+                await send_until_acknowledged(producer, outputs)
+            except FatalSendError as exc:
+                log.critical("refine worker for %s: %s; exiting with code %d, the batch of "
+                             "%d not committed", self.task.name, exc, FATAL_EXIT, len(raws))
+                if self.on_fatal is not None:
+                    self.on_fatal(FATAL_EXIT)
+                raise
+            offsets: dict[Any, int] = {}
+            for m in messages:
+                tp = TopicPartition(m.topic, m.partition)
+                offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+            try:
+                await consumer.commit(offsets)
+            except CommitFailedError as exc:  # revoked meanwhile: its new owner redoes it
+                log.warning("refine worker for %s: commit failed (%s); the batch will be "
+                            "redelivered", self.task.name, exc)
+            self.batches += 1
+            log.debug("refine %s: batch of %d in %.3f s", self.task.name, len(raws),
+                      time.perf_counter() - started)
+
+
+def run_refine(settings: Settings, task: TaskConfig) -> None:
+    """Run the refine worker until SIGTERM/SIGINT (it finishes its batch, commits, exits)."""
+    from workers.runtime.signals import run_until_signal
+
+    run_until_signal(RefineWorker(settings, task))
+
+
+__all__ = ["RefineRuntime", "RefineWorker", "refine_batch", "run_refine", "tier2_route"]
