@@ -19,7 +19,13 @@ from workers.cli.common import (
 )
 
 
-def up(task: TasksOpt = None) -> None:
+def up(
+    task: TasksOpt = None,
+    classify_workers: Annotated[int, typer.Option(
+        "--classify-workers", min=1,
+        help="Classify workers in the one consumer group (web ports DISTILLERY_WEB_PORT, +1, ...)",
+    )] = 1,
+) -> None:
     """Start the broker (embedded unless configured), create the topics, run every worker."""
     from workers.runtime.stack import children, prepare
     from workers.runtime.supervisor import Supervisor
@@ -28,7 +34,7 @@ def up(task: TasksOpt = None) -> None:
     tasks = tasks_of(s, task)
     s, _ = prepare(s, tasks)
     logs = s.state_dir / "logs"
-    kids = children(s, tasks, logs)
+    kids = children(s, tasks, logs, classify_workers=classify_workers)
     out.print(f"distillery up on {s.kafka_bootstrap}: {', '.join(c.name for c in kids)}; "
               f"logs in {logs}; stop with `distillery down` or Ctrl-C")
     Supervisor(s, kids).run()

@@ -35,16 +35,35 @@ def ensure_broker(settings: Settings) -> tuple[Settings, EmbeddedBroker | None]:
     return local, broker if started else None
 
 
+def classify_children(settings: Settings, tasks: list[TaskConfig], logs: Path,
+                      workers: int = 1) -> list[Child]:
+    """``workers`` classify workers for all tasks, in one consumer group (Kafka shares the
+    input partitions among them). Each has its own faust web port (``web_port + i``, for its
+    /metrics) and log file; one worker keeps the old name, ``classify``."""
+    if workers < 1:
+        raise ValueError("at least one classify worker")
+    argv = ["worker", "classify", *sum((["--task", t.name] for t in tasks), [])]
+    out = []
+    for i in range(workers):
+        name = "classify" if workers == 1 else f"classify-{i}"
+        env = child_env(settings, DISTILLERY_WEB_PORT=str(settings.web_port + i))
+        out.append(Child(name, argv, env, logs / f"{name}.log"))
+    return out
+
+
 def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
-             bootstrap_files: dict[str, Path] | None = None) -> list[Child]:
-    """One classify worker for all tasks, a teacher and a trainer worker per task."""
-    env = child_env(settings)
-    out = [Child("classify", ["worker", "classify", *sum((["--task", t.name] for t in tasks),
-                                                         [])], env, logs / "classify.log")]
+             bootstrap_files: dict[str, Path] | None = None,
+             classify_workers: int = 1) -> list[Child]:
+    """``classify_workers`` classify workers for all tasks, a teacher and a trainer worker per
+    task (one trainer per task: a second one would race the first on the registry)."""
+    out = classify_children(settings, tasks, logs, classify_workers)
     for task in tasks:
         out.append(Child(f"teacher-{task.name}", ["worker", "teacher", "--task", task.name],
                          child_env(settings, DISTILLERY_METRICS_PORT="0"),
                          logs / f"teacher-{task.name}.log"))
+        if task.cascade:  # tier 2 between tier 1 and the teacher (tiers has "embed")
+            out.append(Child(f"refine-{task.name}", ["worker", "refine", "--task", task.name],
+                             child_env(settings), logs / f"refine-{task.name}.log"))
         trainer = ["worker", "trainer", "--task", task.name]
         if bootstrap_files and task.name in bootstrap_files:
             trainer += ["--bootstrap", str(bootstrap_files[task.name])]

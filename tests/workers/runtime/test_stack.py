@@ -1,0 +1,29 @@
+"""``distillery up --classify-workers N``: N classify children in one group, own ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillery.settings import load_settings
+from distillery.tasks import get_task
+from workers.runtime.stack import children
+
+
+def test_n_classify_workers_each_with_their_own_web_port(tmp_path: Path) -> None:
+    s = load_settings(state_dir=tmp_path, web_port=7100)
+    tasks = [get_task(s, "tickets"), get_task(s, "moderation")]
+    kids = children(s, tasks, tmp_path / "logs", classify_workers=3)
+    classify = [c for c in kids if c.argv[:2] == ["worker", "classify"]]
+    assert [c.name for c in classify] == ["classify-0", "classify-1", "classify-2"]
+    assert [c.env["DISTILLERY_WEB_PORT"] for c in classify] == ["7100", "7101", "7102"]
+    assert len({c.log_file for c in kids}) == len(kids)
+    # every classify worker reads every task (one group: Kafka shares the partitions out)
+    assert all(c.argv.count("--task") == 2 for c in classify)
+    # one trainer per task, whatever N
+    assert sorted(c.name for c in kids if "trainer" in c.argv) == [
+        "trainer-moderation", "trainer-tickets"]
+    assert [c.name for c in children(s, tasks, tmp_path)][:1] == ["classify"]
+    with pytest.raises(ValueError):
+        children(s, tasks, tmp_path, classify_workers=0)
