@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1)
     topic_replication: int = Field(1, ge=1)
     topic_retention_ms: int = 7 * 24 * 3600 * 1000
+    # --- delivery and faults (issue 14) ----------------------------------------------------
+    topic_wait_s: float = Field(120.0, gt=0.0)  # wait for topics in the metadata, then fail
+    dead_letter_value_bytes: int = Field(4096, ge=0)  # prefix of a payload a dead letter keeps
+    producer_request_timeout_s: float = Field(40.0, gt=0.0)  # a send is retried this long
 
     # --- embedded broker ---------------------------------------------------------------
     kafka_version: str = "4.1.1"

@@ -212,6 +212,25 @@ class DeadLetter(Record):
     error_kind: str
     message: str
     at: AwareDatetime = Field(default_factory=utcnow)
+    value_size: int = -1  # size of the original value; ``value`` may be a prefix of it
+    value_sha256: str | None = None  # of the whole original value
+
+
+class Escalation(Record):
+    """An item for human review: the teacher refused it and it is critical (DESIGN §11)."""
+
+    avro_name: ClassVar[str] = "escalation"
+    id: str
+    task: str
+    text: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+    student_label: str | None = None
+    student_confidence: float | None = None
+    request_reason: str
+    kind: str
+    message: str
+    teacher_id: str | None = None
+    at: AwareDatetime = Field(default_factory=utcnow)
 
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -226,6 +245,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         Feedback,
         ModelAnnouncement,
         DeadLetter,
+        Escalation,
     )
 }
 

@@ -11,6 +11,7 @@ results topic carries in the task's ``output_format``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from distillery.errors import SerializationError, ValidationError
@@ -36,21 +37,41 @@ class Item:
     raw: RawEvent
 
 
-def dead_letter(task: str | None, raw: RawEvent, kind: str, message: str) -> DeadLetter:
+DEAD_LETTER_VALUE_BYTES = 4096  # default prefix kept (``Settings.dead_letter_value_bytes``)
+
+
+def dead_letter(task: str | None, raw: RawEvent, kind: str, message: str,
+                keep_bytes: int = DEAD_LETTER_VALUE_BYTES) -> DeadLetter:
+    """A dead letter with at most ``keep_bytes`` of the value, its full size and sha256.
+
+    Bounded so that a dead letter of an input near the broker's size limit can always be
+    sent (a whole copy would not fit, and the worker would stall on it).
+    """
+    value = raw.value or b""
     return DeadLetter(
         task=task,
         source_topic=raw.topic,
         partition=raw.partition,
         offset=raw.offset,
-        key=raw.key,
-        value=raw.value or b"",
+        key=raw.key[:1024] if raw.key else raw.key,
+        value=value[:keep_bytes],
         error_kind=kind,
         message=message[:2000],
+        value_size=len(value),
+        value_sha256=hashlib.sha256(value).hexdigest(),
     )
 
 
-def decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item | DeadLetter:
+def decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int,
+                 keep_bytes: int = DEAD_LETTER_VALUE_BYTES) -> Item | DeadLetter:
     """One event to an ``Item`` (record + the text the student reads) or a ``DeadLetter``."""
+    decoded = _decode_event(task, raw, max_text_chars)
+    if isinstance(decoded, DeadLetter) and keep_bytes != DEAD_LETTER_VALUE_BYTES:
+        return dead_letter(task.name, raw, decoded.error_kind, decoded.message, keep_bytes)
+    return decoded
+
+
+def _decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item | DeadLetter:
     if not raw.value:
         return dead_letter(task.name, raw, "empty", "the message has no value")
     cls = INPUT_TYPES[task.schema_name]

@@ -20,6 +20,11 @@ MODELS_TOPIC = "models"
 DEADLETTER_TOPIC = "deadletter"
 
 
+def escalations_topic(task: TaskConfig) -> str:
+    """``<task>.escalations``: items a human must review (a teacher refusal on a critical item)."""
+    return f"{task.name}.escalations"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str  # full name, prefix included
@@ -45,6 +50,7 @@ def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) ->
             (task.teacher_topic, "teacher_request"),
             (task.verdicts_topic, "teacher_verdict"),
             (task.feedback_topic, "feedback"),
+            (escalations_topic(task), "escalation"),
         ):
             specs.append(TopicSpec(settings.topic(name), schema, n, dict(retention), task.name))
         if task.cascade:  # tier 1 → tier 2: what the n-gram student leaves to the embeddings
@@ -134,3 +140,67 @@ def list_topics(settings: Settings) -> list[str]:
         return sorted(t for t in admin.list_topics() if t.startswith(settings.topic_prefix))
     finally:
         admin.close()
+
+
+async def wait_for_topics(settings: Settings, names: list[str], *,
+                          timeout_s: float | None = None, poll_s: float = 0.5) -> dict[str, int]:
+    """Wait until every topic of ``names`` is in the cluster's metadata with a leader for each
+    partition; returns each topic's partition count.
+
+    A consumer that subscribes before its topic is visible gets no partitions and sits idle
+    until its next metadata refresh (5 minutes by default, DESIGN §4): every worker calls this
+    first. The metadata request lists all topics, so it never auto-creates one. Raises
+    ``BrokerError`` (the process exits and its supervisor restarts it) after ``timeout_s``
+    (``settings.topic_wait_s``).
+    """
+    import asyncio
+
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    timeout_s = settings.topic_wait_s if timeout_s is None else timeout_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    next_log = loop.time() + 5.0
+    client = AIOKafkaClient(client_id="distillery-topic-wait", **settings.aiokafka_kwargs())
+    missing: list[str] = list(names)
+    try:
+        while True:
+            try:
+                if not client.cluster.brokers():
+                    await client.bootstrap()
+                cluster = await client.fetch_all_metadata()
+            except KafkaError as exc:  # broker not answering yet: keep waiting
+                log.info("waiting for the cluster metadata: %s", exc)
+                cluster = None
+            if cluster is not None:
+                counts: dict[str, int] = {}
+                missing = []
+                for name in names:
+                    every = cluster.partitions_for_topic(name) or set()
+                    led = cluster.available_partitions_for_topic(name) or set()
+                    if every and len(led) == len(every):
+                        counts[name] = len(every)
+                    else:
+                        missing.append(name)
+                if not missing:
+                    return counts
+            now = loop.time()
+            if now >= deadline:
+                raise BrokerError(f"topics not in the cluster metadata after {timeout_s:.0f}s: "
+                                  f"{', '.join(missing)} (run `distillery topics create`)")
+            if now >= next_log:
+                log.info("waiting for topics to appear in the cluster metadata: %s",
+                         ", ".join(missing))
+                next_log = now + 5.0
+            await asyncio.sleep(poll_s)
+    finally:
+        await client.close()
+
+
+def wait_for_topics_sync(settings: Settings, names: list[str],
+                         timeout_s: float | None = None) -> dict[str, int]:
+    """``wait_for_topics`` for code that has no event loop yet (the faust worker's start)."""
+    import asyncio
+
+    return asyncio.run(wait_for_topics(settings, names, timeout_s=timeout_s))

@@ -48,7 +48,10 @@ def samples() -> list[r.Record]:
                             metrics={"accuracy": 0.9}, action="promote", created_at=NOW),
         r.DeadLetter(task="tickets", source_topic="tickets", partition=3, offset=42,
                      key=b"t9", value=b"\x00garbage", error_kind="undecodable",
-                     message="not Avro", at=NOW),
+                     message="not Avro", at=NOW, value_size=9, value_sha256="b" * 64),
+        r.Escalation(id="m1", task="moderation", text="i want to end it", student_label="ok",
+                     student_confidence=0.3, request_reason="critical", kind="refused",
+                     message="the teacher refused", teacher_id="openai:x", at=NOW),
     ]
 
 
