@@ -3,15 +3,25 @@
 Each agent takes micro-batches of raw events (``take_events(n, within=s)``), hands them to
 ``process_batch`` (plain code: decode, one ``predict_many``, route) and sends what it
 returns, keyed by event id. Nothing raises out of an agent body (faust would ack the events
-and lose them): a failed send is retried until it succeeds, and the batch is flushed before
-faust acks it, so delivery is at-least-once.
+and lose them). A batch is acked only when the broker has acknowledged every one of its
+outputs: each send's future is checked (aiokafka's ``flush`` never raises), a retriable
+failure (batch expiry during an outage, a leader change) re-sends what failed, and a
+non-retriable one (a record too large, a missing ACL) ends the process at once with exit
+code ``FATAL_EXIT`` and nothing acked, for the supervisor to restart it. ``take_events``
+acks a batch in a ``finally``, so when the body is left early (a cancellation at SIGTERM
+while a send is retrying) the batch's messages are marked so that those acks do nothing:
+their offsets are never committed and they are redelivered. Before faust subscribes, the
+worker waits until its topics are in the cluster's metadata (DESIGN §4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +34,45 @@ from streams.decode import Item, RawEvent, decode_event, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, Routed, route_batch
-from streams.topics import DEADLETTER_TOPIC
+from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics_sync
 
 log = logging.getLogger(__name__)
 
 Output = tuple[str, bytes | None, bytes]  # (topic, key, value)
+FATAL_EXIT = 70  # EX_SOFTWARE: a non-retriable send error; nothing of the batch was acked
+
+
+class FatalSendError(Exception):
+    """A send failed in a way retrying cannot fix; the process must exit without acking."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """aiokafka marks its errors ``retriable``; a batch that expired (``KafkaTimeoutError``,
+    not so marked) is retried too: an outage outlived the request timeout. Anything else (a
+    record too large, an authorization error, a bug) is not."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    if isinstance(exc, KafkaTimeoutError | TimeoutError):
+        return True
+    return bool(getattr(exc, "retriable", False))
+
+
+def hold_back(events: Iterable[Any]) -> None:
+    """Make faust's coming acks of these events no-ops, so their offsets are never committed.
+
+    ``take_events`` acks every event of a batch in a ``finally`` when the body is left, even
+    by a cancellation: a message already marked ``acked`` is skipped by ``Message.ack``, so
+    the consumer never learns it was processed, its offset stays uncommitted (it and what
+    follows it on its partition are redelivered after a restart).
+    """
+    for event in events:
+        event.message.acked = True
+
+
+def _exit_now(code: int) -> None:  # pragma: no cover - ends the process
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @dataclass
@@ -41,7 +85,8 @@ class TaskRuntime:
     topics: dict[str, str] = field(default_factory=dict)  # role -> full topic name
 
 
-def process_batch(rt: TaskRuntime, raws: list[RawEvent]) -> list[Output]:
+def process_batch(rt: TaskRuntime, raws: list[RawEvent],
+                  keep_bytes: int = 4096) -> list[Output]:
     """Decode, predict and route one batch. Never raises for bad input."""
     name = rt.task.name
     rt.metrics.events_in.labels(task=name).inc(len(raws))
@@ -49,7 +94,7 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent]) -> list[Output]:
     items: list[Item] = []
     out: list[Output] = []
     for raw in raws:
-        decoded = decode_event(rt.task, raw, rt.max_text_chars)
+        decoded = decode_event(rt.task, raw, rt.max_text_chars, keep_bytes)
         if isinstance(decoded, Item):
             items.append(decoded)
         else:
@@ -96,15 +141,18 @@ class ClassifyApp:
     """Builds the faust app for some tasks and owns what its agents share."""
 
     def __init__(
-        self, settings: Settings, tasks: list[TaskConfig], loader: Loader | None = None
+        self, settings: Settings, tasks: list[TaskConfig], loader: Loader | None = None,
+        on_fatal: Callable[[int], None] = _exit_now,
     ) -> None:
         self.settings = settings
+        self.on_fatal = on_fatal
         self.metrics = ClassifyMetrics()
         self.app = self._make_faust_app()
         loader = loader or default_loader(settings)
         self.runtimes: dict[str, TaskRuntime] = {}
         for task in tasks:
-            holder = ModelHolder(task.name, loader, self.metrics.serving)
+            holder = ModelHolder(task.name, loader, self.metrics.serving,
+                                 lambda name: self.metrics.swaps_rejected.labels(task=name).inc())
             policy = Policy(
                 audit_rate=_first(task.policy.audit_rate, settings.audit_rate),
                 critical_floor=_first(task.policy.critical_floor, settings.critical_floor),
@@ -143,6 +191,7 @@ class ClassifyApp:
             broker_heartbeat_interval=3.0,
             producer_acks=-1,
             producer_linger=0.002,
+            producer_request_timeout=s.producer_request_timeout_s,
             stream_wait_empty=False,
             # Commit often: at-least-once means a crash re-processes what was not committed.
             broker_commit_every=max(100, s.batch_size * 4),
@@ -162,31 +211,31 @@ class ClassifyApp:
         async def classify(stream: Any) -> None:
             await self.follower.ready.wait()
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                outputs = process_batch(rt, [raw_event(e) for e in events])
-                await self._send_all(sinks, outputs)
+                try:
+                    outputs = process_batch(rt, [raw_event(e) for e in events],
+                                            s.dead_letter_value_bytes)
+                    await self._send_all(sinks, outputs)
+                except FatalSendError as exc:
+                    hold_back(events)
+                    log.critical("task %s: %s; exiting with code %d, the batch of %d events "
+                                 "not acked", rt.task.name, exc, FATAL_EXIT, len(events))
+                    self.on_fatal(FATAL_EXIT)
+                    raise
+                except BaseException:  # cancelled (SIGTERM) mid-send: do not ack unsent events
+                    hold_back(events)
+                    raise
 
         classify.__name__ = f"classify_{rt.task.name}"
         classify.__qualname__ = classify.__name__
         app.agent(source, name=f"classify-{rt.task.name}", concurrency=1)(classify)
 
     async def _send_all(self, sinks: dict[str, Any], outputs: list[Output]) -> None:
-        """Send and flush a batch's outputs; retry until they are out (never raise)."""
-        delay = 0.2
-        producer = self.app.producer
-        while True:
-            try:
-                # Bytes are ready: hand them to the producer directly (faust's Topic.send
-                # would wrap each in a FutureMessage and callbacks), then flush the batch.
-                for topic, key, value in outputs:
-                    await producer.send(topic, key, value, None, None, None)
-                await producer.flush()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker trouble: retry, do not let faust ack a loss
-                log.warning("sending a batch failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Return once the broker has acknowledged every output of a batch.
+
+        Retriable failures re-send only what failed (with backoff, for as long as it takes);
+        a non-retriable one raises ``FatalSendError``.
+        """
+        await send_until_acknowledged(self.app.producer, outputs)
 
     def _add_services(self) -> None:
         app = self.app
@@ -218,15 +267,66 @@ class ClassifyApp:
             return web.bytes(self.metrics.render(), content_type="text/plain; version=0.0.4")
 
 
+async def send_until_acknowledged(producer: Any, outputs: list[Output],
+                                  max_delay_s: float = 5.0) -> None:
+    """Send ``outputs`` with a faust/aiokafka producer until each one's future succeeded.
+
+    Bytes are ready: they go to the producer directly (faust's ``Topic.send`` would wrap
+    each in a FutureMessage and callbacks), and the futures it returns are awaited, since a
+    delivery can fail after ``send`` returned (batch expiry, a record too large for the
+    topic, an authorization error) and ``flush`` reports none of that.
+    """
+    pending = outputs
+    delay = 0.2
+    while pending:
+        futures: list[Any] = []
+        error: BaseException | None = None
+        try:
+            for topic, key, value in pending:
+                futures.append(await producer.send(topic, key, value, None, None, None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # refused before it was queued
+            error = exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [out for out, r in zip(pending, results, strict=False)
+                  if isinstance(r, BaseException)]
+        failed += pending[len(futures):]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if error is not None:
+            errors.append(error)
+        for problem in errors:
+            if isinstance(problem, asyncio.CancelledError):
+                raise problem
+            if not is_retriable(problem):
+                raise FatalSendError(f"sending to {failed[0][0]} failed: "
+                                     f"{type(problem).__name__}: {problem}") from problem
+        if failed:
+            log.warning("%d of %d outputs not acknowledged (%s); re-sending them in %.1fs",
+                        len(failed), len(pending), errors[0] if errors else "?", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+        pending = failed
+
+
 def _first(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
 def run_worker(settings: Settings, tasks: list[TaskConfig], loglevel: str = "INFO") -> None:
-    """Run the classify worker until SIGTERM/SIGINT (faust drains, flushes and commits)."""
+    """Run the classify worker until SIGTERM/SIGINT (faust drains, flushes and commits).
+
+    Waits first until its input, output and ``models`` topics are in the cluster metadata.
+    """
+    topics = {settings.topic(MODELS_TOPIC), settings.topic(DEADLETTER_TOPIC)}
+    for task in tasks:
+        topics |= {settings.topic(task.input_topic), settings.topic(task.results_topic),
+                   settings.topic(task.teacher_topic)}
+    wait_for_topics_sync(settings, sorted(topics))
     classify = ClassifyApp(settings, tasks)
     worker = faust.Worker(classify.app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 
-__all__ = ["ClassifyApp", "TaskRuntime", "process_batch", "run_worker"]
+__all__ = ["ClassifyApp", "FatalSendError", "TaskRuntime", "process_batch", "run_worker",
+           "send_until_acknowledged"]

@@ -1,10 +1,14 @@
 """Hot swap: follow the compacted ``models`` topic and swap the student between batches.
 
-Every classify worker must see every announcement, so the follower reads ``models`` with a
-consumer that has **no group**, from the beginning, at start. While catching up it keeps
-only the newest announcement per task; once caught up, ``ready`` is set and each new
-announcement is verified (checksum, label set, a warm-up batch) and swapped in. A bad
-announcement is logged and ignored: the old model keeps serving.
+Every classify worker must see every announcement, so the follower reads every partition
+of ``models`` with a consumer that has **no group**, from the beginning, at start (after
+waiting until the topic is in the cluster metadata). While catching up it keeps only the
+newest announcement per task; once caught up, ``ready`` is set and each new announcement is
+verified (a path inside the registry root, checksum, label set, a warm-up batch) and
+swapped in. A bad announcement — whatever it raises — is refused, logged and counted
+(``distillery_model_rejected_total``): the old model keeps serving. If a task still has no
+model after catch-up (its newest announcement cannot load), the registry's serving version
+is tried, so one bad announcement does not put a worker in cold start.
 """
 
 from __future__ import annotations
@@ -35,12 +39,21 @@ def path_of(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
+def inside_registry(settings: Settings, uri: str) -> Path:
+    """The announced path, if it lies inside the registry root; else ``ModelError``."""
+    path = path_of(uri).resolve()
+    root = settings.registry_root.resolve()
+    if not path.is_relative_to(root):
+        raise ModelError(f"model path {path} is outside the registry root {root}")
+    return path
+
+
 def default_loader(settings: Settings) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
         from models.runtime import Student
 
         student = Student.load(
-            path_of(announcement.uri),
+            inside_registry(settings, announcement.uri),
             expected_sha256=announcement.sha256,
             threads=settings.student_threads,
         )
@@ -64,12 +77,14 @@ def verify(student: StudentLike, announcement: ModelAnnouncement) -> None:
 class ModelHolder:
     """The student serving one task in this worker; swapped atomically between batches."""
 
-    def __init__(self, task: str, loader: Loader, on_swap: Callable[[str, str], None]) -> None:
+    def __init__(self, task: str, loader: Loader, on_swap: Callable[[str, str], None],
+                 on_reject: Callable[[str], None] = lambda task: None) -> None:
         self.task = task
         self.current: StudentLike | None = None
         self.rejected = 0
         self._loader = loader
         self._on_swap = on_swap
+        self._on_reject = on_reject
 
     def offer(self, announcement: ModelAnnouncement) -> bool:
         """Load, verify and swap in; False (old model kept) if anything is wrong."""
@@ -78,8 +93,9 @@ class ModelHolder:
         try:
             student = self._loader(announcement)
             verify(student, announcement)
-        except (DistilleryError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the model, never crashes
             self.rejected += 1
+            self._on_reject(self.task)
             log.error("task %s: refusing model %s (%s); %s keeps serving", self.task,
                       announcement.version, exc,
                       self.current.version if self.current else "no model")
@@ -94,27 +110,33 @@ class ModelHolder:
 class AnnouncementFollower:
     """Reads ``models`` without a group and feeds each task's holder."""
 
-    def __init__(self, settings: Settings, holders: dict[str, ModelHolder]) -> None:
+    def __init__(self, settings: Settings, holders: dict[str, ModelHolder],
+                 fallback: Callable[[str], ModelAnnouncement | None] | None = None) -> None:
         self.settings = settings
         self.holders = holders
         self.ready = asyncio.Event()
+        self.fallback = fallback if fallback is not None else self._registry_serving
         self._consumer: Any = None
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from streams.topics import wait_for_topics
+
         topic = self.settings.topic("models")
+        partitions = (await wait_for_topics(self.settings, [topic]))[topic]
         consumer = AIOKafkaConsumer(
             group_id=None, enable_auto_commit=False, **self.settings.aiokafka_kwargs()
         )
         self._consumer = consumer
         await consumer.start()
         try:
-            tp = TopicPartition(topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            await self._catch_up(consumer, tp, end)
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            await self._catch_up(consumer, tps, end)
+            await self._fall_back_where_empty()
             self.ready.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
@@ -125,15 +147,47 @@ class AnnouncementFollower:
             self.ready.set()
             await consumer.stop()
 
-    async def _catch_up(self, consumer: Any, tp: Any, end: int) -> None:
-        latest: dict[str, bytes] = {}
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            for message in batch.get(tp, []):
-                if message.key:
-                    latest[message.key.decode("utf-8", "replace")] = message.value
-        for value in latest.values():
+    async def _catch_up(self, consumer: Any, tps: list[Any], end: dict[Any, int]) -> None:
+        latest: dict[str, tuple[int, bytes]] = {}  # task -> (timestamp, value)
+        pending = [tp for tp in tps if await consumer.position(tp) < end[tp]]
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for messages in batch.values():
+                for message in messages:
+                    if not message.key:
+                        continue
+                    task = message.key.decode("utf-8", "replace")
+                    if task not in latest or message.timestamp >= latest[task][0]:
+                        latest[task] = (message.timestamp, message.value)
+            pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
+        for _, value in latest.values():
             await self._apply(value)
+
+    async def _fall_back_where_empty(self) -> None:
+        """A task whose newest announcement could not load: try the registry's serving one."""
+        for task, holder in self.holders.items():
+            if holder.current is not None:
+                continue
+            try:
+                announcement = await asyncio.to_thread(self.fallback, task)
+            except Exception as exc:  # noqa: BLE001 - a broken registry: stay in cold start
+                log.error("task %s: no serving version in the registry to fall back on (%s)",
+                          task, exc)
+                continue
+            if announcement is not None:
+                log.warning("task %s: falling back to the registry's serving version %s",
+                            task, announcement.version)
+                await asyncio.to_thread(holder.offer, announcement)
+
+    def _registry_serving(self, task: str) -> ModelAnnouncement | None:
+        from models.registry import Registry
+        from streams.announce import announcement_for
+
+        manifest = Registry(self.settings.registry_root).serving(task)
+        if manifest is None:
+            return None
+        return announcement_for(manifest.task, manifest.version, manifest.directory,
+                                manifest.sha256, manifest.labels, manifest.metrics)
 
     async def _apply(self, value: bytes | None) -> None:
         try:
