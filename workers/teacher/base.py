@@ -13,6 +13,7 @@ rate_limited   yes       HTTP 429 (``retry_after_s`` from the ``Retry-After`` he
 server_error   yes       HTTP 5xx, or a 2xx whose body is not a chat completion
 invalid_answer no        the answer is not one of the task's labels (``InvalidAnswer``)
 rejected       no        HTTP 4xx for this item (e.g. 400, 413, 422)
+refused        no        a refusal or a content filter (HTTP 400 or ``content: null``)
 unknown_item   no        the recorded / oracle teacher has no verdict for the item
 auth           no, fatal HTTP 401/403/404: a wrong key, model or URL; the worker stops
 ============== ========= =============================================================

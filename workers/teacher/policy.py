@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -162,6 +162,24 @@ class Budget:
             return False
         self._calls.append(self.clock())
         return True
+
+    def restore(self, spent: Iterable[tuple[float, int, float]], wall_now: float) -> None:
+        """Count what was spent before a restart: ``(wall-clock time, calls, cost)`` entries.
+
+        >>> budget = Budget(calls_per_minute=10.0, cost_per_hour=1.0, clock=lambda: 1000.0)
+        >>> budget.restore([(90.0, 4, 0.5), (50.0, 3, 0.25)], wall_now=100.0)
+        >>> budget.calls_left, budget.cost_left
+        (3.0, 0.25)
+        """
+        now = self.clock()
+        for at, calls, cost in sorted(spent):
+            age = max(0.0, wall_now - at)
+            stamp = now - age
+            if age < self.CALL_WINDOW_S:
+                self._calls.extend([stamp] * calls)
+            if age < self.COST_WINDOW_S and cost > 0:
+                self._costs.append((stamp, cost))
+                self._cost_sum += cost
 
     def add_cost(self, cost: float) -> None:
         if cost > 0:

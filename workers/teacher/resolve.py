@@ -4,11 +4,14 @@
 circuit breaker, retries retriable failures with backoff, retries an invalid answer once,
 and falls back to the student's carried prediction when the task allows it. Its rules:
 
-- an invalid answer (not one of the labels) is asked again once, then dead-lettered;
-- a non-retriable failure (HTTP 4xx, unknown item) is dead-lettered at once;
-- a retriable failure is retried ``max_retries`` times with backoff. If the retries run
-  out while the breaker is closed (the endpoint answers other items: this item is the
-  problem) it is dead-lettered; while the breaker is open (an outage) the item waits;
+- an invalid answer (not one of the labels) is asked again once, then given up on;
+- a non-retriable failure (HTTP 4xx, a refusal, an unknown item) is given up on at once;
+- an item given up on is dead-lettered with the reason, unless it is critical: then it is
+  escalated to ``<task>.escalations`` for a human (DESIGN §11) — never a silent end;
+- a retriable failure (timeout, connection, 429, 5xx) is never given up on: it is retried
+  with backoff, ``max_retries`` times with a growing delay and then at the longest delay
+  for as long as it takes, like an outage (a 50% error storm must not dead-letter the
+  unlucky items); the breaker opens on consecutive failures and then every item waits;
 - while the teacher is unavailable (breaker open or budget spent) a request waits, unless
   the task's ``policy.fallback`` is on, the request is not critical (nor an audit), carries
   a student label, and is older than ``policy.deadline_s``: then it is decided by fallback;
@@ -33,7 +36,7 @@ from workers.teacher.policy import (
     Clock,
     RetryPolicy,
 )
-from workers.teacher.store import Outcome
+from workers.teacher.store import Outcome, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +117,13 @@ class Resolver:
                     log.info("request %s: invalid answer, asking once more: %s", request.id, exc)
                     self.metrics.retries.inc()
                     continue
-                return _dead(exc, tally, started)
+                return _given_up(request, self.task, exc, tally, started)
             if not exc.retriable:
-                return _dead(exc, tally, started)
-            if not self.retry.should_retry(retries):
-                if self.breaker.state == "closed":
-                    return _dead(exc, tally, started, f" (after {retries} retries)")
-                retries = 0  # an outage, not this item: wait for the teacher to come back
-            delay = self.retry.delay(retries, exc.retry_after_s)
+                return _given_up(request, self.task, exc, tally, started)
+            if not self.retry.should_retry(retries) and retries == self.retry.max_retries:
+                log.warning("request %s: %s after %d retries; it waits and retries at the "
+                            "longest delay until the teacher answers", request.id, exc, retries)
+            delay = self.retry.delay(min(retries, self.retry.max_retries), exc.retry_after_s)
             retries += 1
             self.metrics.retries.inc()
             log.info("request %s: %s; retry %d in %.2fs", request.id, exc, retries, delay)
@@ -184,10 +186,13 @@ def _answered(answer: TeacherAnswer, tally: _Tally, started: float) -> Outcome:
                    tally.tokens_in, tally.tokens_out, tally.calls)
 
 
-def _dead(exc: TeacherCallError, tally: _Tally, started: float, suffix: str = "") -> Outcome:
-    return Outcome("dead", latency_ms=_elapsed_ms(started), cost=tally.cost,
+def _given_up(request: TeacherRequest, task: TaskConfig, exc: TeacherCallError,
+              tally: _Tally, started: float) -> Outcome:
+    """A non-retriable end: escalated for a critical item, dead-lettered otherwise."""
+    kind: OutcomeKind = "escalate" if is_critical(request, task) else "dead"
+    return Outcome(kind, latency_ms=_elapsed_ms(started), cost=tally.cost,
                    tokens_in=tally.tokens_in, tokens_out=tally.tokens_out, calls=tally.calls,
-                   error_kind=exc.kind, message=f"{exc}{suffix}")
+                   error_kind=exc.kind, message=str(exc))
 
 
 def _fallback(request: TeacherRequest) -> Outcome:
@@ -202,7 +207,7 @@ def decision_reason(request: TeacherRequest) -> DecisionReason:
 
 def records_for(request: TeacherRequest, outcome: Outcome,
                 task: TaskConfig) -> tuple[Decision | None, TeacherVerdict | None]:
-    """The decision and the verdict an outcome produces (a dead outcome produces neither)."""
+    """The decision and the verdict an outcome produces (dead or escalated: neither)."""
     if outcome.kind == "fallback":
         confidence = min(1.0, max(0.0, request.student_confidence or 0.0))
         return Decision(id=request.id, task=task.name, label=outcome.label,

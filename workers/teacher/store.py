@@ -1,12 +1,16 @@
-"""Outcomes remembered by request id, so a redelivered request is not paid for twice.
+"""Outcomes remembered by request id and text, so a redelivered request is not paid twice.
 
 An outcome is written as soon as the teacher has answered (before the outputs are sent),
 so a crash between the answer and the commit replays the stored outcome instead of calling
-the teacher again. One SQLite file per topic prefix and task, under ``state_dir/teacher``.
+the teacher again. The key is the id *and* a hash of the text (``memo_key``): a producer
+that reuses an id for a different item gets a new verdict, not an old one. What each
+outcome cost is kept with its time, so the budget survives a restart (``spent_since``).
+One SQLite file per topic prefix and task, under ``state_dir/teacher``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -17,7 +21,7 @@ from typing import Literal
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 
-OutcomeKind = Literal["answer", "fallback", "dead"]
+OutcomeKind = Literal["answer", "fallback", "dead", "escalate"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,15 @@ class Outcome:
     calls: int = 0
     error_kind: str = ""
     message: str = ""
+
+
+def memo_key(request_id: str, text: str) -> str:
+    """The memory key of a request: its id and a hash of its text.
+
+    >>> memo_key("a1", "hello")
+    'a1#2cf24dba5fb0a30e'
+    """
+    return f"{request_id}#{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
 
 
 def store_path(settings: Settings, task: TaskConfig) -> Path:
@@ -64,6 +77,16 @@ class OutcomeStore:
             (request_id, outcome.kind, json.dumps(asdict(outcome)), time.time()),
         )
         self._db.commit()
+
+    def spent_since(self, since: float) -> list[tuple[float, int, float]]:
+        """(stored_at, calls, cost) of every outcome stored since ``since`` (wall-clock s)."""
+        rows = self._db.execute("SELECT stored_at, body FROM outcomes WHERE stored_at >= ?",
+                                (since,)).fetchall()
+        out = []
+        for stored_at, body in rows:
+            data = json.loads(body)
+            out.append((float(stored_at), int(data.get("calls", 0)), float(data.get("cost", 0))))
+        return out
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])

@@ -5,8 +5,13 @@ bytes) feeds up to ``max_pending`` requests at a time to the ``Resolver``. Outpu
 by the request id. A partition's offset is committed only up to its oldest request whose
 outputs are not yet acknowledged by the broker (at-least-once). While the teacher is
 unavailable (breaker open or budget spent) and the task has no fallback, every partition is
-paused: requests wait in Kafka, nothing is dropped. Outcomes are stored by id, so a
-redelivered request replays its outcome instead of paying again.
+paused: requests wait in Kafka, nothing is dropped. Outcomes are stored by id and text
+hash, so a redelivered request replays its outcome instead of paying again; the budget is
+restored from them at start. A critical item the teacher refuses goes to
+``<task>.escalations``; a dead letter keeps a bounded prefix of the request with its size
+and sha256. Every send's future is checked: a retriable failure is re-sent, a
+non-retriable one stops the worker with an error (nothing after it is committed).
+Before subscribing it waits until its topics are in the cluster metadata (DESIGN §4).
 SIGTERM/SIGINT: stop fetching, finish calls in flight (requests still waiting are left for
 redelivery), flush, commit, exit.
 """
@@ -15,26 +20,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.structs import RecordMetadata
 
 from distillery.errors import DistilleryError, SerializationError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from schemas.records import DeadLetter, TeacherRequest
+from schemas.records import Escalation, TeacherRequest
 from schemas.serde import decode, encode
-from streams.topics import DEADLETTER_TOPIC
+from streams.decode import RawEvent, dead_letter
+from streams.topics import DEADLETTER_TOPIC, escalations_topic, wait_for_topics
 from workers.runtime.signals import run_until_signal
 from workers.teacher.base import Teacher, TeacherCallError
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker
 from workers.teacher.policy import Budget, CircuitBreaker, RetryPolicy
 from workers.teacher.resolve import Abandoned, Resolver, records_for
-from workers.teacher.store import Outcome, OutcomeStore, store_path
+from workers.teacher.store import Outcome, OutcomeStore, memo_key, store_path
 
 log = logging.getLogger(__name__)
+
+Message: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 def group_id(settings: Settings, task: TaskConfig) -> str:
@@ -45,11 +61,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: TeacherWorker) -> None:
         self.worker = worker
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self.worker.commit()
         self.worker.tracker.forget(revoked)
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.worker.assigned = set(assigned)
+        if not assigned:
+            log.warning("teacher worker for %s assigned no partitions (more workers than "
+                        "partitions, or %s not in its metadata)", self.worker.task.name,
+                        self.worker.source)
         log.info("teacher worker assigned %s", sorted(f"{tp.topic}[{tp.partition}]"
                                                       for tp in assigned))
 
@@ -74,15 +95,18 @@ class TeacherWorker:
                                     settings.teacher_cost_per_hour),
             metrics=self.metrics, concurrency=settings.teacher_concurrency)
         self.store = OutcomeStore(store_path(settings, task))
+        # What was spent in the last hour still counts after a restart.
+        self.resolver.budget.restore(self.store.spent_since(time.time() - 3600), time.time())
         self.tracker = OffsetTracker()
         self.max_pending = max_pending or max(16, settings.teacher_concurrency * 4)
         self.commit_interval_s = commit_interval_s
         self.drain_timeout_s = drain_timeout_s or settings.teacher_timeout_s + 5.0
         self.source = settings.topic(task.teacher_topic)
+        self.assigned: set[TopicPartition] = set()
         self.pauses = 0
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._by_id: dict[str, asyncio.Future[Outcome]] = {}
+        self._by_key: dict[str, asyncio.Future[Outcome]] = {}
         self._fatal: BaseException | None = None
         self._unavailable = False
         self._consumer: AIOKafkaConsumer | None = None
@@ -98,10 +122,16 @@ class TeacherWorker:
 
     async def run(self) -> None:
         kafka = self.settings.aiokafka_kwargs()
-        self._producer = AIOKafkaProducer(acks="all", linger_ms=5, **kafka)
+        s = self.settings
+        topics = [self.source, s.topic(self.task.results_topic), s.topic(self.task.verdicts_topic),
+                  s.topic(DEADLETTER_TOPIC), s.topic(escalations_topic(self.task))]
+        await wait_for_topics(s, topics)
+        self._producer = AIOKafkaProducer(
+            acks="all", linger_ms=5,
+            request_timeout_ms=int(s.producer_request_timeout_s * 1000), **kafka)
         self._consumer = AIOKafkaConsumer(
             group_id=group_id(self.settings, self.task), enable_auto_commit=False,
-            auto_offset_reset="earliest", **kafka)
+            auto_offset_reset="earliest", metadata_max_age_ms=30_000, **kafka)
         self.metrics.serve(self.metrics_port)
         await self._producer.start()
         try:
@@ -173,7 +203,7 @@ class TeacherWorker:
                      (": stop consuming" if unavailable else ": consuming"))
         self.metrics.paused.set(1 if unavailable and not self.task.policy.fallback else 0)
 
-    def _spawn(self, tp: Any, message: Any) -> None:
+    def _spawn(self, tp: TopicPartition, message: Message) -> None:
         token = self.tracker.start(tp, message.offset)
         task = asyncio.create_task(self._handle(tp, message, token))
         self._tasks.add(task)
@@ -184,7 +214,7 @@ class TeacherWorker:
         self._tasks.discard(task)
         self.metrics.inflight.set(len(self._tasks))
 
-    async def _handle(self, tp: Any, message: Any, token: int) -> None:
+    async def _handle(self, tp: TopicPartition, message: Message, token: int) -> None:
         try:
             await self._process(message)
         except Abandoned:
@@ -222,7 +252,7 @@ class TeacherWorker:
         self.tracker.committed(offsets)
 
     # --- one request -----------------------------------------------------------------
-    async def _process(self, message: Any) -> None:
+    async def _process(self, message: Message) -> None:
         raw: bytes = message.value or b""
         try:
             request = decode(raw, TeacherRequest, max_text_chars=self.settings.max_text_chars)
@@ -238,17 +268,18 @@ class TeacherWorker:
 
     async def _outcome_for(self, request: TeacherRequest) -> Outcome:
         """The stored outcome, the one a duplicate in flight is getting, or a new one."""
-        stored = self.store.get(request.id)
+        key = memo_key(request.id, request.text)
+        stored = self.store.get(key)
         if stored is not None:
             self.metrics.outcome("replayed")
             return stored
-        twin = self._by_id.get(request.id)
+        twin = self._by_key.get(key)
         if twin is not None:
             outcome = await asyncio.shield(twin)
             self.metrics.outcome("replayed")
             return outcome
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._by_id[request.id] = future
+        self._by_key[key] = future
         try:
             outcome = await self.resolver.resolve(request)
         except BaseException as exc:
@@ -257,41 +288,78 @@ class TeacherWorker:
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
             raise
         finally:
-            self._by_id.pop(request.id, None)
+            self._by_key.pop(key, None)
         if outcome.kind != "dead" or outcome.error_kind == "invalid_answer":
-            self.store.put(request.id, outcome)
+            self.store.put(key, outcome)
         self.metrics.outcome(outcome.kind)
         future.set_result(outcome)
         return outcome
 
-    async def _emit(self, message: Any, request: TeacherRequest, outcome: Outcome) -> None:
+    async def _emit(self, message: Message, request: TeacherRequest, outcome: Outcome) -> None:
         if outcome.kind == "dead":
             await self._dead_letter(message, outcome.error_kind, outcome.message)
             return
-        decision, verdict = records_for(request, outcome, self.task)
         key = request.id.encode("utf-8")
-        sends = []
+        if outcome.kind == "escalate":
+            log.warning("escalating critical item %s for human review: %s: %s", request.id,
+                        outcome.error_kind, outcome.message)
+            self.metrics.outcome("escalated")
+            record = Escalation(
+                id=request.id, task=self.task.name, text=request.text,
+                metadata=request.metadata, student_label=request.student_label,
+                student_confidence=request.student_confidence, request_reason=request.reason,
+                kind=outcome.error_kind, message=outcome.message[:2000],
+                teacher_id=self.teacher.teacher_id)
+            await self._send_all([(escalations_topic(self.task), key, encode(record))])
+            return
+        decision, verdict = records_for(request, outcome, self.task)
+        sends: list[tuple[str, bytes | None, bytes]] = []
         if decision is not None:
-            sends.append(await self._send(self.task.results_topic, key,
-                                          encode(decision, self.task.output_format)))
+            sends.append((self.task.results_topic, key,
+                          encode(decision, self.task.output_format)))
         if verdict is not None:
-            sends.append(await self._send(self.task.verdicts_topic, key, encode(verdict)))
-        await asyncio.gather(*sends)
+            sends.append((self.task.verdicts_topic, key, encode(verdict)))
+        await self._send_all(sends)
 
-    async def _dead_letter(self, message: Any, kind: str, reason: str) -> None:
+    async def _dead_letter(self, message: Message, kind: str, reason: str) -> None:
         log.warning("dead letter from %s[%s]@%s: %s: %s", message.topic, message.partition,
                     message.offset, kind, reason)
         self.metrics.dead_letters.labels(self.task.name, kind).inc()
-        record = DeadLetter(task=self.task.name, source_topic=message.topic,
-                            partition=message.partition, offset=message.offset, key=message.key,
-                            value=message.value or b"", error_kind=kind, message=reason)
-        await (await self._send(DEADLETTER_TOPIC, message.key, encode(record)))
+        raw = RawEvent(message.topic, message.partition, message.offset, message.key,
+                       message.value)
+        record = dead_letter(self.task.name, raw, kind, reason,
+                             self.settings.dead_letter_value_bytes)
+        await self._send_all([(DEADLETTER_TOPIC, message.key, encode(record))])
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+    async def _send_all(self, outputs: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Send and wait for the broker's acknowledgement of each output.
+
+        A retriable failure (an expired batch during an outage, a leader change) re-sends
+        what failed with backoff; anything else raises (the worker stops with the error and
+        the request's offset is not committed).
+        """
         assert self._producer is not None
-        future: asyncio.Future[Any] = await self._producer.send(
-            self.settings.topic(topic), value=value, key=key)
-        return future
+        pending, delay = outputs, 0.2
+        while pending:
+            futures: list[asyncio.Future[RecordMetadata]] = []
+            for topic, key, value in pending:
+                futures.append(await self._producer.send(self.settings.topic(topic),
+                                                         value=value, key=key))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = []
+            for out, result in zip(pending, results, strict=True):
+                if not isinstance(result, BaseException):
+                    continue
+                if not (isinstance(result, KafkaTimeoutError)
+                        or getattr(result, "retriable", False)):
+                    raise result
+                failed.append(out)
+            if failed:
+                log.warning("teacher worker for %s: %d sends not acknowledged; re-sending in "
+                            "%.1fs", self.task.name, len(failed), delay)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            pending = failed
 
 
 def run_worker(worker: TeacherWorker) -> None:
