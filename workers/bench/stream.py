@@ -1,14 +1,19 @@
 """``distillery bench stream``: the classify worker's throughput and latency on a real broker.
 
-Three consumers read the same pre-produced tickets, each in its own consumer group:
+Every run reads the same tickets (the same bytes) on ``partitions`` partitions (12):
 
 1. a raw aiokafka consume→produce passthrough (the ceiling for a Python worker);
 2. a plain aiokafka loop calling the same ``process_batch`` as the agent (what faust costs);
-3. the real classify worker (faust), as a subprocess.
+3. the real classify worker (faust), as a subprocess; then ``workers`` of them in one
+   consumer group (``scaling``: their events/s over one worker's).
 
-Throughput is taken from the output records' broker timestamps, first to last, the same way
-for all three, so start-up and group joins are not counted. Latency is measured on the real
-worker at a fixed offered rate: output timestamp minus input timestamp, per id.
+The passthrough and the plain loop read pre-produced tickets. The faust runs start their
+workers first, wait until the group is stable with every worker in it (so a rebalance is
+not counted), then the tickets are produced at full speed. Throughput is taken from the
+output records' broker timestamps, the same way for all: over the outputs stamped after the
+last input was written (for the faust runs: a backlog, as for the pre-produced runs), so
+start-up, group joins and the producer's own CPU are not counted. Latency is measured on
+one real worker at a fixed offered rate: output timestamp minus input timestamp, per id.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class BenchConfig:
     repeats: int = 3
     offered_rate: float = 1000.0
     latency_seconds: float = 10.0
+    workers: int = 2  # the scaling run: this many classify workers in one group
+    partitions: int = 12
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -102,9 +109,14 @@ async def _collect(settings: Settings, topics: list[str], want: int, timeout_s: 
     return seen
 
 
-def _rate(stamps: dict[bytes, float]) -> float:
-    first, last = min(stamps.values()), max(stamps.values())
-    return (len(stamps) - 1) / max((last - first) / 1000.0, 1e-6)
+def _rate(stamps: dict[bytes, float], since_ms: float | None = None) -> float:
+    """Outputs per second, first to last; only those stamped at or after ``since_ms``."""
+    values = [t for t in stamps.values() if since_ms is None or t >= since_ms]
+    if len(values) < 2:
+        raise RuntimeError("too few outputs after the inputs were written to measure a rate "
+                           "(use more --events)")
+    first, last = min(values), max(values)
+    return (len(values) - 1) / max((last - first) / 1000.0, 1e-6)
 
 
 async def _loop(settings: Settings, source: str, sink: str, group: str, n: int,
@@ -164,6 +176,31 @@ def _start_worker(settings: Settings, group_prefix: str, log_file: Path) -> subp
         )
 
 
+def _wait_for_group(settings: Settings, group: str, members: int,
+                    workers: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> None:
+    """Until ``group`` is Stable with ``members`` members (each worker joined and assigned)."""
+    import logging
+
+    from kafka import KafkaAdminClient
+
+    # kafka-python cannot decode faust's assignor metadata and warns at length: not needed
+    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
+    admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=10000)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if any(w.poll() is not None for w in workers):
+                raise RuntimeError("a classify worker exited while joining its group")
+            found = admin.describe_groups([group]).get(group) or {}
+            if (str(found.get("group_state", found.get("state", ""))).lower() == "stable"
+                    and len(found.get("members") or []) == members):
+                return
+            time.sleep(0.3)
+    finally:
+        admin.close()
+    raise RuntimeError(f"group {group} did not become stable with {members} members")
+
+
 def _ticket_values(task: TaskConfig, n: int, seed: int) -> list[tuple[bytes, bytes]]:
     from workers.sim.synth import generate
 
@@ -184,10 +221,52 @@ def _bench_student(settings: Settings, task: TaskConfig, progress: Progress) -> 
     return manifest
 
 
+async def _faust_run(s: Settings, task: TaskConfig, cfg: BenchConfig, workers: int,
+                     values: list[tuple[bytes, bytes]], workdir: Path, tag: str,
+                     announcement: Any, latency: bool, progress: Progress) -> dict[str, float]:
+    """``workers`` classify workers in one group under their own prefix: join, then the
+    tickets arrive; events/s over the backlog (and latency at a fixed rate if asked)."""
+    from streams.announce import publish_announcement
+
+    w = s.model_copy(update={"topic_prefix": f"{s.topic_prefix}{tag}."})
+    create_topics(w)
+    publish_announcement(w, announcement)
+    outputs = [w.topic(task.results_topic), w.topic(task.teacher_topic)]
+    procs = [_start_worker(w, w.topic_prefix, workdir / f"worker-{tag}-{i}.log")
+             for i in range(workers)]
+    figures: dict[str, float] = {}
+    try:
+        await asyncio.to_thread(_wait_for_group, w, f"{w.topic_prefix}distillery-classify",
+                                workers, procs)
+        await _produce(w, w.topic(task.input_topic), values)
+        written = time.time() * 1000.0
+        n = len(values)
+        figures["events_per_s"] = _rate(await _collect(w, outputs, n, 300, _key_of), written)
+        if latency:
+            progress(f"latency at {cfg.offered_rate:.0f} events/s for {cfg.latency_seconds:.0f}s")
+            count = int(cfg.offered_rate * cfg.latency_seconds)
+            fresh = [(b"lat-" + k, v) for k, v in _ticket_values(task, count, seed=999)]
+            fresh = [(k, _rekey(v, k)) for k, v in fresh]
+            sent = await _produce(w, w.topic(task.input_topic), fresh, rate=cfg.offered_rate)
+            got = await _collect(w, outputs, n + count, 120, _key_of)
+            lat = [got[k] - sent_ms for k, sent_ms in sent.items() if k in got]
+            figures.update(p50=_percentile(lat, 0.5), p99=_percentile(lat, 0.99))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    return figures
+
+
+def _key_of(m: Any) -> bytes | None:
+    return m.key  # type: ignore[no-any-return]
+
+
 async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, repeat: int,
                       student: StudentLike, manifest: Any, workdir: Path,
                       progress: Progress) -> dict[str, float]:
-    from streams.announce import announcement_for, publish_announcement
+    from streams.announce import announcement_for
 
     s = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}r{repeat}."})
     create_topics(s)
@@ -196,42 +275,31 @@ async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, re
     values = _ticket_values(task, cfg.events, seed=100 + repeat)
     await _produce(s, s.topic(task.input_topic), values)
     n = cfg.events
-    key_of: Callable[[Any], bytes | None] = lambda m: m.key  # noqa: E731
 
     progress(f"repeat {repeat + 1}: raw passthrough")
     await _loop(s, s.topic(task.input_topic), s.topic("bench.passthrough"), "pass", n,
                 lambda ms: [("", m.key, m.value) for m in ms])
-    passthrough = _rate(await _collect(s, [s.topic("bench.passthrough")], n, 120, key_of))
+    passthrough = _rate(await _collect(s, [s.topic("bench.passthrough")], n, 120, _key_of))
 
     progress(f"repeat {repeat + 1}: plain aiokafka loop with process_batch")
     rt = _runtime(s, task, student)
     rt.topics = {k: s.topic("bench.plain") for k in ("results", "teacher", "deadletter")}
     await _loop(s, s.topic(task.input_topic), s.topic("bench.plain"), "plain", n,
                 lambda ms: process_batch(rt, [_raw(m) for m in ms]))
-    plain = _rate(await _collect(s, [s.topic("bench.plain")], n, 120, key_of))
+    plain = _rate(await _collect(s, [s.topic("bench.plain")], n, 120, _key_of))
 
-    progress(f"repeat {repeat + 1}: the classify worker (faust)")
-    publish_announcement(s, announcement_for(
-        task.name, manifest.version, manifest.directory, manifest.sha256, manifest.labels, {}
-    ))
-    worker = _start_worker(s, s.topic_prefix, workdir / f"worker-{repeat}.log")
-    try:
-        outputs = [s.topic(task.results_topic), s.topic(task.teacher_topic)]
-        faust_rate = _rate(await _collect(s, outputs, n, 300, key_of))
-        latency: dict[str, float] = {}
-        if repeat == 0:
-            progress(f"latency at {cfg.offered_rate:.0f} events/s for {cfg.latency_seconds:.0f}s")
-            count = int(cfg.offered_rate * cfg.latency_seconds)
-            fresh = [(b"lat-" + k, v) for k, v in _ticket_values(task, count, seed=999)]
-            fresh = [(k, _rekey(v, k)) for k, v in fresh]
-            sent = await _produce(s, s.topic(task.input_topic), fresh, rate=cfg.offered_rate)
-            got = await _collect(s, outputs, n + count, 120, key_of)
-            lat = [got[k] - sent_ms for k, sent_ms in sent.items() if k in got]
-            latency = {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99)}
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-    return {"passthrough": passthrough, "plain": plain, "faust": faust_rate, **latency}
+    announcement = announcement_for(task.name, manifest.version, manifest.directory,
+                                    manifest.sha256, manifest.labels, {})
+    runs: dict[str, float] = {"passthrough": passthrough, "plain": plain}
+    for workers in sorted({1, cfg.workers}):
+        progress(f"repeat {repeat + 1}: {workers} classify worker(s) (faust), one group")
+        tag = f"w{workers}"
+        got = await _faust_run(s, task, cfg, workers, values, workdir, tag, announcement,
+                               latency=(repeat == 0 and workers == 1), progress=progress)
+        runs[f"faust_{workers}"] = got.pop("events_per_s")
+        runs.update(got)
+    runs["faust"] = runs["faust_1"]
+    return runs
 
 
 def _rekey(value: bytes, key: bytes) -> bytes:
@@ -250,7 +318,7 @@ def _spec(settings: Settings, name: str) -> Any:
 
 def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
                      keep_topics: bool = False) -> dict[str, Any]:
-    """Run the three measurements ``cfg.repeats`` times; report medians and ratios.
+    """Run the measurements ``cfg.repeats`` times; report medians and ratios.
 
     Its topics live under a prefix of its own, deleted at the end unless ``keep_topics``."""
     from models.runtime import Student
@@ -263,6 +331,7 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
             "topic_prefix": f"{settings.topic_prefix}bench{uuid.uuid4().hex[:6]}.",
             "registry_root": workdir / "registry",
             "state_dir": workdir / "state",
+            "topic_partitions": cfg.partitions,
         })
         manifest = _bench_student(s, task, progress)
         student = Student.load(manifest.directory, expected_sha256=manifest.sha256,
@@ -275,15 +344,21 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
         finally:
             if not keep_topics:
                 remove_topics(s)
-    med = {k: statistics.median(r[k] for r in runs) for k in ("passthrough", "plain", "faust")}
+    keys = sorted({"passthrough", "plain", "faust", f"faust_{cfg.workers}"})
+    med = {k: statistics.median(r[k] for r in runs) for k in keys}
     return {
         "events": cfg.events,
         "repeats": cfg.repeats,
+        "partitions": cfg.partitions,
+        "workers": cfg.workers,
         "events_per_s": med["faust"],
+        "workers_events_per_s": med[f"faust_{cfg.workers}"],
         "passthrough_events_per_s": med["passthrough"],
         "plain_loop_events_per_s": med["plain"],
         "ratio": med["faust"] / med["passthrough"],
         "ratio_to_plain_loop": med["faust"] / med["plain"],
+        "scaling": med[f"faust_{cfg.workers}"] / med["faust"],
+        "scaling_runs": [r[f"faust_{cfg.workers}"] / r["faust"] for r in runs],
         "latency_ms": {"p50": runs[0]["p50"], "p99": runs[0]["p99"]},
         "offered_rate": cfg.offered_rate,
         "runs": runs,

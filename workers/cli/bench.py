@@ -56,7 +56,7 @@ def bench_student(
                   title=f"student, medians of {repeats} runs")
     for b, rate in figures["items_per_s"].items():
         table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
-                      f"{figures['ratio_to_torch'][b]:.2f}×")
+                      f"{figures['ratio_to_baseline'][b]:.2f}×")
     out.print(table)
     out.print(f"training on {figures['train_examples']} examples: "
               f"{figures['train_seconds']:.2f} s (median)")
@@ -69,16 +69,20 @@ def bench_stream(
     repeats: Annotated[int, typer.Option(min=1, help="Runs; medians are reported")] = 3,
     rate: Annotated[float, typer.Option(min=1.0, help="Offered rate for the latency run")] = 1000.0,
     latency_seconds: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="Classify workers in one group for the scaling run")] = 2,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the benchmark's topics")] = 12,
     keep_running: Annotated[bool, typer.Option(help="Keep the benchmark's topics")] = False,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
-    """Classify-worker throughput vs a raw passthrough and a plain aiokafka loop; latency."""
+    """Classify-worker throughput vs a raw passthrough and a plain aiokafka loop; N workers
+    in one group against one (scaling); latency at a fixed offered rate."""
     from workers.bench.stream import BenchConfig, run_stream_bench
     from workers.runtime.stack import ensure_broker
 
     settings, broker = ensure_broker(cli_settings())
     try:
-        figures = run_stream_bench(settings, BenchConfig(events, repeats, rate, latency_seconds),
+        cfg = BenchConfig(events, repeats, rate, latency_seconds, workers, partitions)
+        figures = run_stream_bench(settings, cfg,
                                    progress=lambda m: err.print(m), keep_topics=keep_running)
     finally:
         if broker is not None:
@@ -90,6 +94,9 @@ def bench_stream(
                   f"{figures['plain_loop_events_per_s']:,.0f}")
     table.add_row("ratio to the passthrough", f"{figures['ratio']:.2f}")
     table.add_row("ratio to the plain loop", f"{figures['ratio_to_plain_loop']:.2f}")
+    table.add_row(f"{workers} classify workers, one group, events/s",
+                  f"{figures['workers_events_per_s']:,.0f}")
+    table.add_row(f"scaling ({workers} workers over 1)", f"{figures['scaling']:.2f}")
     table.add_row(f"latency p50 / p99 at {rate:,.0f} events/s",
                   f"{figures['latency_ms']['p50']:.1f} / {figures['latency_ms']['p99']:.1f} ms")
     out.print(table)
