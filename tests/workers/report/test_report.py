@@ -384,7 +384,7 @@ def test_report_command_reads_the_topics(kafka_settings: Settings, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "student share" in result.output
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert len(_svgs(page)) == 8 and "<polyline" in page
+    assert len(_svgs(page)) == 10 and "<polyline" in page  # 8 charts, confusion, dead letters
     figures = json.loads(json_file.read_text(encoding="utf-8"))
     expected = report.summary(data)
     got = figures["moderation"]
