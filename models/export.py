@@ -6,6 +6,12 @@ summed (padding's row is zero) and divided by the mask's sum, a linear layer, a 
 the calibrated temperature baked in (``logits / T``), so that a served model's confidences
 are already calibrated and nothing outside the file needs to know T.
 
+Smaller files where parity holds: ``weights="float16"`` stores the embedding table (nearly
+all of a model's bytes: 2^18 x 64 float32 is 64 MB) as float16 and casts the *gathered* rows
+to float32 inside the graph (a Cast of [batch, L, dim], not of the table), halving the
+file. ``export_checked`` tries the smaller form first and keeps it only if the parity check
+below passes against the float32 torch network; else it exports float32 (and that must pass).
+
 The legacy TorchScript exporter (``dynamo=False``) writes every initializer inline; the
 bytes are checked to hold no external-data reference, so a model is exactly one file whose
 sha256 covers all of it. Parity: on a sample, onnxruntime's probabilities must be within
@@ -18,6 +24,7 @@ probability exceeds 1e-20.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -31,10 +38,35 @@ from models.network import ExportedStudent, StudentNet
 
 OPSET = 17
 LOG_TOLERANCE = 1e-3  # on log-probabilities, where either probability is above 1e-20
+WEIGHT_TYPES = ("float16", "float32")
+
+log = logging.getLogger(__name__)
 
 
-def export_onnx(net: StudentNet, temperature: float) -> bytes:
-    """Serialise ``net`` at ``temperature`` to ONNX bytes (weights inline, one file)."""
+def export_checked(net: StudentNet, temperature: float, featurizer: Featurizer,
+                   sample: list[str], weights: str = "float16",
+                   tolerance: float = 1e-4) -> tuple[bytes, float, str]:
+    """Export and check parity; float16 weights if they pass, else float32.
+
+    Returns (bytes, largest probability difference, the weights' type). A float32 export
+    that fails the check raises ``ModelError``, as ``check_parity`` does.
+    """
+    if weights not in WEIGHT_TYPES:
+        raise ModelError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
+    if weights == "float16":
+        data = export_onnx(net, temperature, weights="float16")
+        try:
+            return data, check_parity(data, net, temperature, featurizer, sample,
+                                      tolerance), "float16"
+        except ModelError as exc:
+            log.warning("float16 weights fail the parity check (%s): exporting float32", exc)
+    data = export_onnx(net, temperature)
+    return data, check_parity(data, net, temperature, featurizer, sample, tolerance), "float32"
+
+
+def export_onnx(net: StudentNet, temperature: float, weights: str = "float32") -> bytes:
+    """Serialise ``net`` at ``temperature`` to ONNX bytes (weights inline, one file);
+    ``weights="float16"`` stores the embedding table as float16 (cast after the gather)."""
     if not np.isfinite(temperature) or temperature <= 0:
         raise ModelError(f"temperature must be positive and finite, got {temperature}")
     try:
@@ -56,8 +88,30 @@ def export_onnx(net: StudentNet, temperature: float) -> bytes:
     except Exception as exc:  # the exporter raises many types; wrap them where they enter
         raise ModelError(f"ONNX export failed: {exc}") from exc
     data = buffer.getvalue()
+    if weights == "float16":
+        data = _float16_table(data)
     _check_self_contained(data)
     return data
+
+
+def _float16_table(data: bytes) -> bytes:
+    """The embedding table (the first Gather's data) as float16, its output cast to float32."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    at, gather = next((i, n) for i, n in enumerate(graph.node) if n.op_type == "Gather")
+    table = next(t for t in graph.initializer if t.name == gather.input[0])
+    half = numpy_helper.to_array(table).astype(np.float16)
+    if not np.isfinite(half).all():
+        raise ModelError("the embedding table does not fit float16")
+    table.CopyFrom(numpy_helper.from_array(half, table.name))
+    gathered = gather.output[0]
+    gather.output[0] = f"{gathered}_f16"
+    cast = helper.make_node("Cast", [gather.output[0]], [gathered], to=onnx.TensorProto.FLOAT,
+                            name="cast_rows_to_float32")
+    graph.node.insert(at + 1, cast)
+    return bytes(model.SerializeToString())
 
 
 def _check_self_contained(data: bytes) -> None:

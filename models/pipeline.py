@@ -33,7 +33,7 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from models.calibrate import Calibration, calibrate_policy, softmax
 from models.evaluate import SliceReport, slice_report
-from models.export import check_parity, export_onnx
+from models.export import export_checked
 from models.featurize import Featurizer, FeaturizerConfig
 from models.network import StudentNet
 from models.policy import CalibrationSample, decide, policy_data
@@ -181,8 +181,9 @@ def train_version(
         min_support=settings.min_class_support,
         conservative_floor=settings.critical_floor_conservative,
         sample=sample or unweighted_sample(holdout_labels, critical))
-    model = export_onnx(trained.net, cal.temperature)
-    parity = check_parity(model, trained.net, cal.temperature, featurizer, holdout_texts[:256])
+    # float16 embedding table where parity holds (half the file), else float32
+    model, parity, weights_type = export_checked(trained.net, cal.temperature, featurizer,
+                                                 holdout_texts[:256])
     probs = softmax(logits, cal.temperature)
     decided = decide(probs, cal.policy)
     report = slice_report(holdout_labels, [trained.labels[i] for i in decided.label_ids],
@@ -194,6 +195,7 @@ def train_version(
         "epochs": trained.epochs_run, "best_epoch": trained.best_epoch,
         "holdout_loss": round(trained.holdout_loss, 5),
         "train_seconds": round(trained.seconds, 3), "parity_max_abs_diff": parity,
+        "weights": weights_type,
         "seed": seed, "threads": config.threads,
     }
     log.info("task %s: trained %s labels on %s texts in %.1f s (%s epochs); on %s held-out "
