@@ -1,4 +1,8 @@
-"""``distillery status``: the broker, the supervised workers, consumer lag, serving models."""
+"""``distillery status``: the broker, the supervised workers, consumer lag, serving models.
+
+A group member that holds no partitions is shown as a problem (state ``problem``): a worker
+that subscribed before its topics were in its metadata sits idle for minutes (DESIGN §4).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,39 @@ def _lag(settings: Settings, group: str) -> int | None:
                    if offset is not None and int(offset) >= 0))
 
 
+def _count_partitions(assignment: Any) -> int:
+    """Partitions in a decoded member assignment (dicts/lists from kafka-python's admin)."""
+    if isinstance(assignment, dict):
+        if "partitions" in assignment and isinstance(assignment["partitions"], list):
+            return len(assignment["partitions"])
+        return sum(_count_partitions(v) for v in assignment.values())
+    if isinstance(assignment, list | tuple):
+        return sum(_count_partitions(v) for v in assignment)
+    return 0
+
+
+def idle_members(settings: Settings, group: str) -> list[str] | None:
+    """Client ids of the group's members that hold no partition (None: cannot tell)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=5000)
+        try:
+            described = admin.describe_groups([group]).get(group) or {}
+        finally:
+            admin.close()
+    except (KafkaError, OSError, ValueError):
+        return None
+    if str(described.get("group_state", described.get("state", ""))) not in ("Stable", ""):
+        return []  # rebalancing: assignments are not final yet
+    idle = []
+    for member in described.get("members") or []:
+        if _count_partitions(member.get("member_assignment")) == 0:
+            idle.append(str(member.get("client_id") or member.get("member_id")))
+    return idle
+
+
 def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
     from models.registry import Registry
 
@@ -54,9 +91,15 @@ def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
     for name, group in groups.items():
         child = state.get("children", {}).get(name, {})
         lag = _lag(settings, group) if running else None
-        rows.append({"name": name, "state": "running" if alive(child.get("pid")) else "stopped",
-                     "lag": lag, "restarts": child.get("restarts", 0),
-                     "detail": f"lag {lag}" if lag is not None else "no committed offsets"})
+        idle = idle_members(settings, group) if running else None
+        row = {"name": name, "state": "running" if alive(child.get("pid")) else "stopped",
+               "lag": lag, "restarts": child.get("restarts", 0),
+               "detail": f"lag {lag}" if lag is not None else "no committed offsets"}
+        if idle:
+            row["state"] = "problem"
+            row["detail"] = (f"{len(idle)} member(s) hold no partitions ({', '.join(idle)}): "
+                             f"idle until their metadata refreshes; {row['detail']}")
+        rows.append(row)
     registry = Registry(settings.registry_root)
     for t in tasks:
         serving = registry.state(t.name).get("serving")

@@ -33,8 +33,11 @@ def apply_message(store: TrainingStore, task: TaskConfig, topic_role: str, messa
             store.add_verdict(verdict)
             return True
         feedback = decode(message.value or b"", Feedback)
-        if feedback.task == task.name:
-            store.add_feedback(feedback)
+        if feedback.task != task.name or feedback.label not in task.label_names:
+            log.warning("skipping feedback %s: label %r is not one of task %s's", feedback.id,
+                        feedback.label, task.name)
+            return False
+        store.add_feedback(feedback)
         return False
     except DistilleryError as exc:
         log.warning("skipping an undecodable %s record at %s[%s]@%s: %s", topic_role,

@@ -55,13 +55,17 @@ class TrainingStore:
         self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.executescript(_SCHEMA)
         self.db.commit()
+        # The arrival counter, read once: a MAX(seq) scan per insert made ingestion quadratic.
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM verdicts").fetchone()
+        self._seq = int(row[0])
 
     def close(self) -> None:
         self.db.close()
 
     # --- writes -------------------------------------------------------------------------
     def add_verdict(self, verdict: TeacherVerdict) -> None:
-        seq = self._next_seq()
+        self._seq += 1
+        seq = self._seq
         self.db.execute(
             "INSERT INTO verdicts VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
             "text=excluded.text, label=excluded.label, teacher_id=excluded.teacher_id, "
@@ -154,7 +158,3 @@ class TrainingStore:
         examples, _ = self.examples()
         for ex in sorted(examples, key=lambda e: e.id):
             yield ex.id, ex.text, ex.label
-
-    def _next_seq(self) -> int:
-        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM verdicts").fetchone()
-        return int(row[0])

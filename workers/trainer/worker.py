@@ -113,10 +113,14 @@ class TrainerWorker:
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from streams.topics import wait_for_topics
+
+        await wait_for_topics(self.settings, list(self.roles))  # else: no partitions (§4)
+        await asyncio.to_thread(self.announce_serving)
         group = f"{self.settings.topic_prefix}distillery-trainer-{self.task.name}"
         consumer = AIOKafkaConsumer(
             *self.roles, group_id=group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=30_000,
             **self.settings.aiokafka_kwargs(),
         )
         await consumer.start()
@@ -145,7 +149,15 @@ class TrainerWorker:
     def run_refresh(self) -> dict[str, Any]:
         log.info("task %s: refreshing the student (%d new verdicts)", self.task.name,
                  self.new_verdicts)
-        outcome = self.refresh(self.store)
+        try:
+            outcome = self.refresh(self.store)
+        except Exception as exc:  # a failed refresh is recorded; the worker goes on
+            log.exception("task %s: refresh failed; recorded, the serving version stays",
+                          self.task.name)
+            reason = f"failed: {type(exc).__name__}: {exc}"[:500]
+            self.store.record_refresh(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                      False, None, reason, {})
+            outcome = {"promoted": False, "version": None, "reason": reason}
         self.metrics.refreshes.inc()
         (self.metrics.promotions if outcome.get("promoted") else self.metrics.rejections).inc()
         self.metrics.last_refresh.set(time.time())
@@ -153,6 +165,24 @@ class TrainerWorker:
         self.store.set_meta("new_verdicts", "0")
         self.last_refresh = time.monotonic()
         return outcome
+
+
+    def announce_serving(self) -> None:
+        """Announce the registry's serving version again: a version promoted but not yet
+        announced when the trainer died would otherwise never serve (announcements are
+        idempotent: a worker already serving it ignores it)."""
+        from models.registry import Registry
+        from streams.announce import announce_manifest
+
+        try:
+            manifest = Registry(self.settings.registry_root).serving(self.task.name)
+            if manifest is not None:
+                announce_manifest(self.settings, manifest, "promote")
+                log.info("task %s: re-announced serving version %s", self.task.name,
+                         manifest.version)
+        except Exception as exc:  # noqa: BLE001 - the next promotion announces anyway
+            log.warning("task %s: could not re-announce the serving version: %s",
+                        self.task.name, exc)
 
 
 def run_trainer(settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
