@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     critical_escape_tolerance: float = Field(0.02, ge=0.0)
     pipeline_cost_per_day: float = Field(5.0, ge=0.0)  # running the pipeline, for "does it pay"
     registry_keep: int = Field(5, ge=1)
+    # where announced model bytes live: "file" (the registry folder, one host or a shared
+    # volume) or "kafka" (chunked on the compacted models.blobs topic: every host can fetch)
+    model_store: Literal["file", "kafka"] = "file"
 
     # --- stream processors -------------------------------------------------------------
     batch_size: int = Field(256, ge=1)

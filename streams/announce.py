@@ -57,8 +57,18 @@ def publish_announcement(settings: Settings, announcement: ModelAnnouncement) ->
 
 
 def announce_manifest(settings: Settings, manifest: Any, action: str = "promote") -> None:
-    """Announce a registry manifest (``models.registry.Manifest``) as serving its task."""
-    publish_announcement(settings, announcement_for(
+    """Announce a registry manifest (``models.registry.Manifest``) as serving its task.
+
+    With ``DISTILLERY_MODEL_STORE=kafka`` the version's bytes are written to ``models.blobs``
+    first and the announcement's ``uri`` is their ``kafka://`` address (any host can load
+    them); else it is the registry folder's ``file://`` path."""
+    announcement = announcement_for(
         manifest.task, manifest.version, manifest.directory, manifest.sha256, manifest.labels,
         manifest.metrics, action,
-    ))
+    )
+    if settings.model_store == "kafka":
+        from streams.modelstore import publish_version
+
+        uri = publish_version(settings, manifest.task, manifest.version, manifest.directory)
+        announcement = announcement.model_copy(update={"uri": uri})
+    publish_announcement(settings, announcement)

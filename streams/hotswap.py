@@ -52,8 +52,14 @@ def default_loader(settings: Settings) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
         from models.runtime import Student
 
+        if announcement.uri.startswith("kafka://"):  # bytes on Kafka: any host can fetch them
+            from streams.modelstore import fetch_version
+
+            directory = fetch_version(settings, announcement.uri)
+        else:
+            directory = inside_registry(settings, announcement.uri)
         student = Student.load(
-            inside_registry(settings, announcement.uri),
+            directory,
             expected_sha256=announcement.sha256,
             threads=settings.student_threads,
         )

@@ -1,0 +1,189 @@
+"""Model bytes on Kafka itself, so a worker on any host that reaches the brokers can load an
+announced version: ``kafka://<topic>/<task>/<version>?partition=P&offset=O``.
+
+Why Kafka and not an object store: every host running a worker already reaches the brokers
+with the project's credentials, so the registry needs no second service, bucket or secret;
+a float16 model (34 MB at 2^18 x 64) is 68 chunks. Measured numbers are in the README.
+
+Layout: one compacted topic ``models.blobs`` (one partition). A version's files
+(``model.onnx``, ``manifest.json``) are written as chunks of ``CHUNK_BYTES`` keyed
+``<task>/<version>/<file>/<nnnnn>``, then one index record keyed ``<task>/<version>/index``
+(JSON: each file's size, chunk count, sha256, and the offsets of the first and last chunk).
+The URI names the index record's partition and offset, so a fetch seeks straight to it and
+then reads only that version's chunks (compaction keeps offsets, and keys are unique per
+chunk, so nothing of a live version is ever compacted away). Fetching writes the files into
+``<registry_root>/.remote/<task>/<version>/`` atomically, checks every file's sha256 against
+the index, and the caller then loads the model against the *announced* sha256
+(``models.runtime.Student.load``): bytes that do not match are never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from distillery.errors import BrokerError, ModelError
+from distillery.settings import Settings
+from models.runtime import MANIFEST_FILE, MODEL_FILE
+
+BLOBS_TOPIC = "models.blobs"
+CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
+FILES = (MODEL_FILE, MANIFEST_FILE)
+REMOTE_DIR = ".remote"
+
+
+def blobs_spec(settings: Settings) -> Any:
+    from streams.topics import TopicSpec
+
+    return TopicSpec(settings.topic(BLOBS_TOPIC), "raw", 1, {
+        "cleanup.policy": "compact", "max.message.bytes": str(2 * CHUNK_BYTES)})
+
+
+def publish_version(settings: Settings, task: str, version: str, directory: Path) -> str:
+    """Write a version directory's files to ``models.blobs``; return its ``kafka://`` URI."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from streams.topics import create_topics
+
+    topic = settings.topic(BLOBS_TOPIC)
+    create_topics(settings, [blobs_spec(settings)])
+    producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=2 * CHUNK_BYTES,
+                             client_id="distillery-modelstore", **settings.kafka_python_kwargs())
+    index: dict[str, Any] = {"task": task, "version": version, "files": {}}
+    offsets: list[int] = []
+    try:
+        for name in FILES:
+            data = (directory / name).read_bytes()
+            chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+            futures = [producer.send(topic, key=f"{task}/{version}/{name}/{i:05d}".encode(),
+                                     value=chunk, partition=0)
+                       for i, chunk in enumerate(chunks)]
+            got = [f.get(timeout=60).offset for f in futures]
+            offsets += got
+            index["files"][name] = {"size": len(data), "chunks": len(chunks),
+                                    "sha256": hashlib.sha256(data).hexdigest()}
+        index["first_offset"], index["last_offset"] = min(offsets), max(offsets)
+        meta = producer.send(topic, key=f"{task}/{version}/index".encode(),
+                             value=json.dumps(index).encode(), partition=0).get(timeout=60)
+    except KafkaError as exc:
+        raise BrokerError(f"could not publish {task} {version} to {topic}: {exc}") from exc
+    finally:
+        producer.close()
+    return f"kafka://{topic}/{task}/{version}?partition={meta.partition}&offset={meta.offset}"
+
+
+def parse_uri(uri: str) -> tuple[str, str, str, int, int]:
+    """(topic, task, version, partition, offset) of a ``kafka://`` model URI."""
+    parsed = urlparse(uri)
+    parts = parsed.path.strip("/").split("/")
+    query = parse_qs(parsed.query)
+    if parsed.scheme != "kafka" or len(parts) != 2 or not parsed.netloc:
+        raise ModelError(f"not a kafka model uri: {uri!r}")
+    try:
+        return (parsed.netloc, parts[0], parts[1], int(query["partition"][0]),
+                int(query["offset"][0]))
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"kafka model uri {uri!r} lacks partition/offset") from exc
+
+
+def local_copy(settings: Settings, task: str, version: str) -> Path:
+    return settings.registry_root / REMOTE_DIR / task / version
+
+
+def fetch_version(settings: Settings, uri: str, timeout_s: float = 120.0) -> Path:
+    """The version's directory on this host, fetched from Kafka unless already here.
+
+    Every file is checked against the index's sha256 before the directory appears (staged,
+    then renamed); a cached copy is re-checked the same way before it is reused.
+    """
+    topic, task, version, partition, offset = parse_uri(uri)
+    if topic != settings.topic(BLOBS_TOPIC):
+        raise ModelError(f"model uri {uri!r} names topic {topic}, not "
+                         f"{settings.topic(BLOBS_TOPIC)}; refused")
+    target = local_copy(settings, task, version)
+    if (target / "index.json").is_file() and _intact(target):
+        return target
+    records = _read(settings, topic, partition, offset, task, version, timeout_s)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=_mkdir(target.parent)))
+    try:
+        index = records.pop("index")
+        for name, meta in json.loads(index)["files"].items():
+            if name not in FILES:
+                raise ModelError(f"{uri}: unexpected file {name!r} in the index")
+            data = b"".join(records.get(f"{name}/{i:05d}", b"") for i in range(meta["chunks"]))
+            if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ModelError(f"{uri}: {name} does not match its index (size or sha256)")
+            (staging / name).write_bytes(data)
+        (staging / "index.json").write_bytes(index)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _intact(directory: Path) -> bool:
+    index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+    for name, meta in index["files"].items():
+        path = directory / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != meta["sha256"]:
+            return False
+    return True
+
+
+def _read(settings: Settings, topic: str, partition: int, offset: int, task: str,
+          version: str, timeout_s: float) -> dict[str, bytes]:
+    """The index at ``offset`` and the chunks it names: {"index": ..., "<file>/<n>": ...}."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    prefix = f"{task}/{version}/"
+    tp = TopicPartition(topic, partition)
+    found: dict[str, bytes] = {}
+    try:
+        consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                                 fetch_max_bytes=16 * CHUNK_BYTES,
+                                 max_partition_fetch_bytes=4 * CHUNK_BYTES,
+                                 **settings.kafka_python_kwargs())
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka to fetch {task} {version}: {exc}") from exc
+    try:
+        consumer.assign([tp])
+        deadline = time.monotonic() + timeout_s
+        index: dict[str, Any] | None = None
+        consumer.seek(tp, offset)
+        while index is None or len(found) < 1 + sum(f["chunks"] for f in index["files"].values()):
+            if time.monotonic() > deadline:
+                raise ModelError(f"{task} {version}: not all chunks arrived from {topic} "
+                                 f"within {timeout_s:.0f}s")
+            for messages in consumer.poll(timeout_ms=500).values():
+                for m in messages:
+                    key = (m.key or b"").decode("utf-8", "replace")
+                    if index is None:
+                        if key != f"{prefix}index" or m.offset != offset:
+                            raise ModelError(f"{topic}[{partition}]@{offset} is not the index "
+                                             f"of {task} {version}; refused")
+                        found["index"] = bytes(m.value)
+                        index = json.loads(m.value)
+                        consumer.seek(tp, index["first_offset"])
+                        break
+                    if key.startswith(prefix) and key != f"{prefix}index":
+                        found[key[len(prefix):]] = bytes(m.value)
+    except KafkaError as exc:
+        raise BrokerError(f"fetching {task} {version} from {topic} failed: {exc}") from exc
+    finally:
+        consumer.close()
+    return found

@@ -1,0 +1,103 @@
+"""A registry every host can read: model bytes on Kafka (``kafka://`` URIs), fetched and
+sha256-checked by a worker whose own registry folder is empty."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillery.errors import ModelError
+from distillery.settings import Settings
+from models.export import export_onnx
+from models.featurize import Featurizer, FeaturizerConfig
+from models.network import StudentNet
+from models.registry import Registry
+from models.runtime import Student, sha256_of
+from streams.announce import announce_manifest
+from streams.modelstore import fetch_version, local_copy, parse_uri, publish_version
+from tests.streams.kit import start_classify, stop
+from workers.runtime.procs import free_port
+
+pytestmark = [pytest.mark.kafka]
+
+LABELS = ["billing", "shipping", "technical"]
+
+
+def _version(directory: Path, buckets: int, version: str = "v0001") -> str:
+    """A small student as the registry writes it: model.onnx + manifest.json. Its sha256."""
+    torch.manual_seed(1)
+    net = StudentNet(buckets, 16, len(LABELS))
+    data = export_onnx(net, 1.0, weights="float16")
+    directory.mkdir(parents=True)
+    (directory / "model.onnx").write_bytes(data)
+    featurizer = Featurizer(FeaturizerConfig(buckets=buckets, max_ids=64))
+    manifest = {"task": "tickets", "version": version, "labels": LABELS,
+                "sha256": sha256_of(data), "thresholds": [0.0] * len(LABELS),
+                "featurizer": featurizer.to_dict()}
+    (directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return sha256_of(data)
+
+
+def test_fetch_into_an_empty_registry_checks_every_byte(kafka_settings: Settings,
+                                                        tmp_path: Path) -> None:
+    sha = _version(tmp_path / "publisher" / "v0001", 1 << 16)
+    uri = publish_version(kafka_settings, "tickets", "v0001", tmp_path / "publisher" / "v0001")
+    assert parse_uri(uri)[1:3] == ("tickets", "v0001")
+    # another host: nothing in its registry folder
+    other = kafka_settings.model_copy(update={"registry_root": tmp_path / "other-host"})
+    directory = fetch_version(other, uri)
+    assert directory == local_copy(other, "tickets", "v0001")
+    student = Student.load(directory, expected_sha256=sha)
+    assert list(student.labels) == LABELS
+    with pytest.raises(ModelError):  # the announcement's sha256 is what is served, or nothing
+        Student.load(directory, expected_sha256="0" * 64)
+    # a corrupted cached copy is fetched again, not served
+    (directory / "model.onnx").write_bytes(b"corrupt")
+    assert Student.load(fetch_version(other, uri), expected_sha256=sha)
+    third = kafka_settings.model_copy(update={"registry_root": tmp_path / "third-host"})
+    with pytest.raises(ModelError):  # an offset that is not this version's index
+        fetch_version(third, re.sub(r"offset=\d+", "offset=0", uri), timeout_s=10)
+
+
+def _metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+def test_worker_with_an_empty_registry_serves_a_version_announced_by_uri(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    buckets = 1 << 16
+    publisher = kafka_settings.model_copy(update={"model_store": "kafka",
+                                                  "student_buckets": buckets})
+    registry = Registry(publisher.registry_root)
+    staged = tmp_path / "staged" / "v0001"
+    _version(staged, buckets)
+    manifest = registry.publish("tickets", (staged / "model.onnx").read_bytes(),
+                                json.loads((staged / "manifest.json").read_text("utf-8")))
+    port = free_port()
+    worker_root = tmp_path / "worker-host-registry"  # empty: the worker is on another host
+    log = tmp_path / "worker.log"
+    worker = start_classify(kafka_settings, log, DISTILLERY_WEB_PORT=str(port),
+                            DISTILLERY_REGISTRY_ROOT=str(worker_root))
+    try:
+        announce_manifest(publisher, manifest)
+        want = f'distillery_model_version_info{{task="tickets",version="{manifest.version}"}} 1.0'
+        deadline = time.monotonic() + 120
+        while want not in _metrics(port) and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(1.0)
+        assert want in _metrics(port), log.read_text()[-3000:]
+    finally:
+        stop(worker)
+    assert (local_copy(kafka_settings.model_copy(update={"registry_root": worker_root}),
+                       "tickets", manifest.version) / "model.onnx").is_file()
