@@ -137,3 +137,26 @@ def test_an_output_the_broker_refuses_ends_the_worker_with_nothing_acked(
     part, offset = produced[b"big"]
     done = {tp.partition: getattr(meta, "offset", meta) for tp, meta in committed.items()}
     assert done.get(part, 0) <= offset, "the refused event's offset was not committed"
+
+
+def test_produce_counts_only_what_the_broker_acknowledged(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    import io
+    import json
+
+    from workers.records.transfer import produce_file
+
+    s = _settings(kafka_bootstrap, tmp_path)
+    admin = KafkaAdminClient(**s.kafka_python_kwargs())
+    admin.create_topics([NewTopic(s.topic("small"), 1, 1,
+                                  topic_configs={"max.message.bytes": "2000"})])
+    admin.close()
+    rows = [{"id": f"p{i}", "subject": "Help", "body": f"order {i}"} for i in range(5)]
+    rows.insert(2, {"id": "huge", "subject": "Help", "body": "lost parcel " * 300})
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+    summary = produce_file(s, s.topic("small"), io.StringIO(text), "jsonl", Ticket, {})
+    assert summary.produced == 5, "the refused record is not counted as produced"
+    [rejection] = summary.rejected
+    assert rejection.line == 3 and "not delivered" in rejection.reason
+    assert {m.key for m in read_all(s, "small")} == {f"p{i}".encode() for i in range(5)}

@@ -46,22 +46,93 @@ def produce_file(
     on_line: Callable[[], None] = lambda: None,
     wire: WireFormat = "avro",
 ) -> ProduceSummary:
-    """Validate, encode (Avro or JSON) and send every line of ``stream``; keyed by record id."""
+    """Validate, encode (Avro or JSON) and send every line of ``stream``; keyed by record id.
+
+    A record counts as produced only when the broker acknowledged it (each send's future is
+    checked after a flush, every ``CHECK_EVERY`` records and at the end); one the producer
+    or the broker refuses (too large, not authorised) is a rejection with its line number
+    and reason, and the rest of the file goes on.
+    """
+    from kafka.errors import KafkaError
+
     summary = ProduceSummary()
-    producer = make_producer(settings)
+    sender = _Sender(settings, topic)
     try:
-        for _, item in read_records(stream, fmt, cls, mapping, settings.max_text_chars):
+        for number, item in read_records(stream, fmt, cls, mapping, settings.max_text_chars):
             on_line()
             if isinstance(item, Rejection):
                 summary.rejected.append(item)
                 continue
             key = getattr(item, "id", None) or getattr(item, "task", None)
-            producer.send(topic, key=str(key).encode() if key else None, value=encode(item, wire))
-            summary.produced += 1
-        producer.flush()
+            try:
+                sender.send(number, str(key).encode() if key else None, encode(item, wire))
+            except KafkaError as exc:  # e.g. over the producer's max_request_size
+                summary.rejected.append(Rejection(number, f"not sent: {exc}"))
+            if len(sender.sent) >= CHECK_EVERY:
+                sender.settle(summary)
+        sender.settle(summary)
     finally:
-        producer.close()
+        _close(sender.producer)
+    summary.rejected.sort(key=lambda r: r.line)
     return summary
+
+
+CHECK_EVERY = 5000
+
+
+class _Sender:
+    """A producer and the sends not yet checked: (line, key, value, future)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.producer = make_producer(settings)
+        self.sent: list[tuple[int, bytes | None, bytes, Any]] = []
+
+    def send(self, number: int, key: bytes | None, value: bytes) -> None:
+        self.sent.append((number, key, value, self.producer.send(self.topic, key=key,
+                                                                 value=value)))
+
+    def settle(self, summary: ProduceSummary) -> None:
+        """Flush, count what the broker acknowledged; a failed record is sent again alone
+        on a fresh producer (kafka-python aborts every batch in hand after a fatal error,
+        so a neighbour of a refused record may have failed with it), and only if it fails
+        alone is it a rejection."""
+        from kafka.errors import KafkaError
+
+        try:
+            self.producer.flush()
+        except KafkaError:
+            pass  # the futures say which records failed
+        failed = [(n, k, v) for n, k, v, f in self.sent if not (f.is_done and f.succeeded())]
+        summary.produced += len(self.sent) - len(failed)
+        self.sent.clear()
+        if not failed:
+            return
+        _close(self.producer)
+        self.producer = make_producer(self.settings)
+        for number, key, value in failed:
+            future = self.producer.send(self.topic, key=key, value=value)
+            try:
+                self.producer.flush()
+            except KafkaError:
+                pass
+            if future.is_done and future.succeeded():
+                summary.produced += 1
+                continue
+            summary.rejected.append(Rejection(number, f"not delivered: {future.exception}"))
+            _close(self.producer)
+            self.producer = make_producer(self.settings)
+
+
+def _close(producer: Any) -> None:
+    """Close a producer that may hold batches a fatal error aborted (its flush raises)."""
+    from kafka.errors import KafkaError
+
+    try:
+        producer.close(timeout=5)
+    except KafkaError:
+        pass
 
 
 def consume_topic(
