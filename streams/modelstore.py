@@ -3,7 +3,8 @@ announced version: ``kafka://<topic>/<task>/<version>?partition=P&offset=O``.
 
 Why Kafka and not an object store: every host running a worker already reaches the brokers
 with the project's credentials, so the registry needs no second service, bucket or secret;
-a float16 model (34 MB at 2^18 x 64) is 68 chunks. Measured numbers are in the README.
+a float16 model (34 MB at 2^18 x 64) is 65 chunks, published in 0.25 s and fetched and
+loaded in 0.39 s here (a local copy and load: 0.14 s; README "Scaling out").
 
 Layout: one compacted topic ``models.blobs`` (one partition). A version's files
 (``model.onnx``, ``manifest.json``) are written as chunks of ``CHUNK_BYTES`` keyed
@@ -19,12 +20,16 @@ the index, and the caller then loads the model against the *announced* sha256
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 from distillery.errors import BrokerError, ModelError
@@ -35,6 +40,7 @@ BLOBS_TOPIC = "models.blobs"
 CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
 FILES = (MODEL_FILE, MANIFEST_FILE)
 REMOTE_DIR = ".remote"
+T = TypeVar("T")
 
 
 def blobs_spec(settings: Settings) -> Any:
@@ -46,35 +52,60 @@ def blobs_spec(settings: Settings) -> Any:
 
 def publish_version(settings: Settings, task: str, version: str, directory: Path) -> str:
     """Write a version directory's files to ``models.blobs``; return its ``kafka://`` URI."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
     from streams.topics import create_topics
 
-    topic = settings.topic(BLOBS_TOPIC)
     create_topics(settings, [blobs_spec(settings)])
-    producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=2 * CHUNK_BYTES,
-                             client_id="distillery-modelstore", **settings.kafka_python_kwargs())
+    return _in_thread(_publish(settings, task, version, directory))
+
+
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on a loop of its own (callers may be inside a running loop).
+
+    aiokafka rather than kafka-python: kafka-python checksums record batches in pure Python
+    (without the optional ``crc32c`` package), which made a 34 MB model take 6 s each way."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="distillery-modelstore")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+async def _publish(settings: Settings, task: str, version: str, directory: Path) -> str:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    topic = settings.topic(BLOBS_TOPIC)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=2 * CHUNK_BYTES,
+                                client_id="distillery-modelstore", **settings.aiokafka_kwargs())
     index: dict[str, Any] = {"task": task, "version": version, "files": {}}
     offsets: list[int] = []
     try:
+        await producer.start()
         for name in FILES:
             data = (directory / name).read_bytes()
             chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-            futures = [producer.send(topic, key=f"{task}/{version}/{name}/{i:05d}".encode(),
-                                     value=chunk, partition=0)
+            futures = [await producer.send(topic, key=f"{task}/{version}/{name}/{i:05d}".encode(),
+                                           value=chunk, partition=0)
                        for i, chunk in enumerate(chunks)]
-            got = [f.get(timeout=60).offset for f in futures]
-            offsets += got
+            offsets += [(await f).offset for f in futures]
             index["files"][name] = {"size": len(data), "chunks": len(chunks),
                                     "sha256": hashlib.sha256(data).hexdigest()}
         index["first_offset"], index["last_offset"] = min(offsets), max(offsets)
-        meta = producer.send(topic, key=f"{task}/{version}/index".encode(),
-                             value=json.dumps(index).encode(), partition=0).get(timeout=60)
+        meta = await producer.send_and_wait(topic, key=f"{task}/{version}/index".encode(),
+                                            value=json.dumps(index).encode(), partition=0)
     except KafkaError as exc:
         raise BrokerError(f"could not publish {task} {version} to {topic}: {exc}") from exc
     finally:
-        producer.close()
+        await producer.stop()
     return f"kafka://{topic}/{task}/{version}?partition={meta.partition}&offset={meta.offset}"
 
 
@@ -145,22 +176,23 @@ def _intact(directory: Path) -> bool:
 def _read(settings: Settings, topic: str, partition: int, offset: int, task: str,
           version: str, timeout_s: float) -> dict[str, bytes]:
     """The index at ``offset`` and the chunks it names: {"index": ..., "<file>/<n>": ...}."""
-    import time
+    return _in_thread(_read_async(settings, topic, partition, offset, task, version, timeout_s))
 
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+
+async def _read_async(settings: Settings, topic: str, partition: int, offset: int, task: str,
+                      version: str, timeout_s: float) -> dict[str, bytes]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
 
     prefix = f"{task}/{version}/"
     tp = TopicPartition(topic, partition)
     found: dict[str, bytes] = {}
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
+                                fetch_max_bytes=16 * CHUNK_BYTES,
+                                max_partition_fetch_bytes=4 * CHUNK_BYTES,
+                                **settings.aiokafka_kwargs())
     try:
-        consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
-                                 fetch_max_bytes=16 * CHUNK_BYTES,
-                                 max_partition_fetch_bytes=4 * CHUNK_BYTES,
-                                 **settings.kafka_python_kwargs())
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka to fetch {task} {version}: {exc}") from exc
-    try:
+        await consumer.start()
         consumer.assign([tp])
         deadline = time.monotonic() + timeout_s
         index: dict[str, Any] | None = None
@@ -169,21 +201,21 @@ def _read(settings: Settings, topic: str, partition: int, offset: int, task: str
             if time.monotonic() > deadline:
                 raise ModelError(f"{task} {version}: not all chunks arrived from {topic} "
                                  f"within {timeout_s:.0f}s")
-            for messages in consumer.poll(timeout_ms=500).values():
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
                 for m in messages:
                     key = (m.key or b"").decode("utf-8", "replace")
                     if index is None:
                         if key != f"{prefix}index" or m.offset != offset:
                             raise ModelError(f"{topic}[{partition}]@{offset} is not the index "
                                              f"of {task} {version}; refused")
-                        found["index"] = bytes(m.value)
-                        index = json.loads(m.value)
+                        found["index"] = bytes(m.value or b"")
+                        index = json.loads(found["index"])
                         consumer.seek(tp, index["first_offset"])
                         break
                     if key.startswith(prefix) and key != f"{prefix}index":
-                        found[key[len(prefix):]] = bytes(m.value)
+                        found[key[len(prefix):]] = bytes(m.value or b"")
     except KafkaError as exc:
         raise BrokerError(f"fetching {task} {version} from {topic} failed: {exc}") from exc
     finally:
-        consumer.close()
+        await consumer.stop()
     return found
