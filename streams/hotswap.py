@@ -75,6 +75,10 @@ def verify(student: StudentLike, announcement: ModelAnnouncement) -> None:
             f"label set of {announcement.version} differs from its announcement"
         )
     warm = student.predict_many(["warm up", "a second warm-up item"])
+    dtype = getattr(warm.probs, "dtype", None)
+    if dtype is not None and str(dtype) != "float32":
+        raise ModelError(f"warm-up of {announcement.version} gave {dtype} probabilities, "
+                         "not float32")
     total = [float(sum(row)) for row in warm.probs]
     if not all(math.isfinite(t) and abs(t - 1.0) < 1e-3 for t in total):
         raise ModelError(f"warm-up of {announcement.version} gave non-probabilities")

@@ -138,3 +138,28 @@ def bench_embed(
               f"{rss['after_torch']:.0f} MB after torch too; "
               f"mean {figures['mean_tokens']:.1f} tokens an item")
     write_json(json_file, figures)
+
+
+@bench_app.command("faults")
+def bench_faults(
+    scenario: Annotated[list[str] | None, typer.Option(
+        "--scenario", help="Run only these (sigkill, broker, teacher-down, teacher-500, "
+                           "malformed, models); default all")] = None,
+    json_file: JsonOpt = None,
+) -> None:
+    """The fault suite: events, lost, duplicated, dead-lettered, time to recover."""
+    from workers.bench.faults import SCENARIOS, run_faults
+
+    unknown = sorted(set(scenario or []) - set(SCENARIOS))
+    if unknown:
+        raise ConfigError(f"unknown scenario(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(SCENARIOS)}")
+    figures = run_faults(scenario, progress=lambda m: err.print(m))
+    table = Table("scenario", "events", "lost", "duplicated", "dead-lettered", "recover s",
+                  title="fault suite (one run)")
+    for row in figures["scenarios"]:
+        table.add_row(row["name"], f"{row['events']:,}", str(row["lost"]),
+                      str(row["duplicated"]), str(row["dead_lettered"]),
+                      f"{row['recover_s']:.1f}")
+    out.print(table)
+    write_json(json_file, figures)
