@@ -178,6 +178,9 @@ class TeacherVerdict(Record):
     tokens_in: int = Field(0, ge=0)
     tokens_out: int = Field(0, ge=0)
     decided_at: AwareDatetime = Field(default_factory=utcnow)
+    # the request's tier2_version (schema v2): set on the refine worker's audits, so the
+    # trainer weighs them as tier-2 audits; None in v1 records
+    tier2_version: str | None = None
 
 
 class Feedback(Record):

@@ -39,6 +39,7 @@ from models.policy import CalibrationSample
 from models.registry import Manifest, Registry
 from workers.trainer.schedule import refresh_step
 from workers.trainer.store import Example
+from workers.trainer.tier2 import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Dataset:
     sample: CalibrationSample | None
     gold: list[tuple[str, str]]
     summary: dict[str, Any] = field(default_factory=dict)
+    held: list[Example] = field(default_factory=list)  # the held-out verdicts (holdout's rows)
 
 
 def oversample(rows: list[tuple[str, str]], critical: list[str], min_share: float | None,
@@ -108,15 +110,16 @@ def build_dataset(bootstrap: list[tuple[str, str]], examples: list[Example], tas
     older = ordered[: len(ordered) - n_hold]
     # Every audit is held out (they are few: audit_rate of the accepted items). Together
     # they stand for the accepted items of the recent window: A_window / audit_rate items.
-    window_audits = sum(e.reason == "audit" for e in recent)
     old_audits = [e for e in older if e.reason == "audit"][-cfg.max_audits:] if recent else []
     held = recent + old_audits
-    n_audits = window_audits + len(old_audits)
-    audit_weight = (window_audits / cfg.audit_rate / n_audits
-                    if cfg.audit_rate > 0 and n_audits else 1.0)
+    # per tier: tier 1's audits stand for what tier 1 accepts, tier 2's (the refine
+    # worker's, tier2=True) for what tier 1 forwards and tier 2 accepts
+    audit_weights = {tier2: _audit_weight(recent, held, tier2, cfg.audit_rate)
+                     for tier2 in (False, True)}
+    audit_weight = audit_weights[False]
     held_ids = {e.id for e in held}
     train = list(bootstrap) + [(e.text, e.label) for e in older if e.id not in held_ids]
-    weights = [audit_weight if e.reason == "audit" else 1.0 for e in held]
+    weights = [audit_weights[e.tier2] if e.reason == "audit" else 1.0 for e in held]
     keep = [i for i, w in enumerate(weights) if w > 0]
     held, weights = [held[i] for i in keep], [weights[i] for i in keep]
     holdout = [(e.text, e.label) for e in held]
@@ -136,10 +139,20 @@ def build_dataset(bootstrap: list[tuple[str, str]], examples: list[Example], tas
     summary = {
         "bootstrap": len(bootstrap), "examples": len(examples), "train": len(train),
         "holdout": len(holdout), "held_out_audits": sample["audits"] if sample else 0,
-        "audit_weight": audit_weight, "calibrated_on": "held-out verdicts" if sample
+        "audit_weight": audit_weight, "tier2_audit_weight": audit_weights[True],
+        "calibrated_on": "held-out verdicts" if sample
         else "bootstrap slice", "gold": len(gold),
     }
-    return Dataset(train, holdout, weights, sample, gold, summary)
+    return Dataset(train, holdout, weights, sample, gold, summary, held if sample else [])
+
+
+def _audit_weight(recent: list[Example], held: list[Example], tier2: bool,
+                  audit_rate: float) -> float:
+    """What one held-out audit of this tier weighs: the recent window's audits of the tier
+    stand for ``A_window / audit_rate`` items, shared among all its held-out audits."""
+    window = sum(e.reason == "audit" and e.tier2 == tier2 for e in recent)
+    n = sum(e.reason == "audit" and e.tier2 == tier2 for e in held)
+    return window / audit_rate / n if audit_rate > 0 and n else 1.0
 
 
 def _split_bootstrap(rows: list[tuple[str, str]], seed: int
@@ -169,7 +182,11 @@ class RefreshOutcome:
 
 def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str, str]],
                  examples: list[Example], contradicted: int, cfg: RefreshConfig,
-                 announce: Announce | None = None) -> RefreshOutcome:
+                 announce: Announce | None = None, embedder: Embedder | None = None,
+                 announce_tier2: Announce | None = None) -> RefreshOutcome:
+    """Tier 1, then (the task's ``tiers`` include ``embed`` and an ``embedder`` is given)
+    tier 2 from the same dataset (``workers.trainer.tier2``): its outcome is the report's
+    ``tier2`` (a tier-2 failure is recorded there and leaves tier 1's outcome alone)."""
     data = build_dataset(bootstrap, examples, task, cfg)
     train_rows = oversample(data.train, task.critical_labels, cfg.min_share,
                             cfg.critical_boost, cfg.max_repeat)
@@ -194,8 +211,25 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
         report["gold"] = _gold_report(settings, task, manifest, data.gold)
     if decision.passed and announce is not None:
         announce(manifest)
+    if task.cascade and embedder is not None:
+        report["tier2"] = _refresh_tier2(settings, task, data, train_rows, examples, embedder,
+                                         announce_tier2)
     return RefreshOutcome(decision.passed, manifest.version, decision.reason, report,
                           contradicted)
+
+
+def _refresh_tier2(settings: Settings, task: TaskConfig, data: Dataset,
+                   train_rows: list[tuple[str, str]], examples: list[Example],
+                   embedder: Embedder, announce: Announce | None) -> dict[str, Any]:
+    from workers.trainer.tier2 import refresh_tier2
+
+    try:
+        return refresh_tier2(settings, task, train_rows, data.holdout, data.weights, data.held,
+                             {e.text: e.id for e in examples}, embedder, announce)
+    except Exception as exc:  # tier 2 failing leaves tier 1's refresh standing
+        log.exception("task %s: the tier-2 refresh failed", task.name)
+        return {"promoted": False, "version": None,
+                "reason": f"failed: {type(exc).__name__}: {exc}"[:500]}
 
 
 def _gold_report(settings: Settings, task: TaskConfig, manifest: Manifest,

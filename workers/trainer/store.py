@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.records import Feedback, TeacherVerdict
+from workers.trainer.embeddings import SCHEMA as EMBEDDINGS_SCHEMA
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS refreshes (
   version TEXT, reason TEXT NOT NULL, report TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + EMBEDDINGS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Example:
     reason: str  # why the teacher was asked ("audit", "low_confidence", ...) or "bootstrap"
     gold: bool  # the label comes from feedback (ground truth)
     order: int  # arrival order, for a time-ordered holdout
+    tier2: bool = False  # an audit of a tier-2 decision (the verdict names a tier2_version)
 
 
 class TrainingStore:
@@ -54,6 +56,9 @@ class TrainingStore:
         # consumer loop waits for them, never at the same time.
         self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(verdicts)")}
+        if "tier2_version" not in columns:  # a store written before tier 2
+            self.db.execute("ALTER TABLE verdicts ADD COLUMN tier2_version TEXT")
         self.db.commit()
         # The arrival counter, read once: a MAX(seq) scan per insert made ingestion quadratic.
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM verdicts").fetchone()
@@ -67,13 +72,16 @@ class TrainingStore:
         self._seq += 1
         seq = self._seq
         self.db.execute(
-            "INSERT INTO verdicts VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO verdicts (id, text, label, teacher_id, reason, student_label, "
+            "student_confidence, decided_at, seq, tier2_version) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET "
             "text=excluded.text, label=excluded.label, teacher_id=excluded.teacher_id, "
             "reason=excluded.reason, student_label=excluded.student_label, "
-            "student_confidence=excluded.student_confidence, decided_at=excluded.decided_at",
+            "student_confidence=excluded.student_confidence, decided_at=excluded.decided_at, "
+            "tier2_version=excluded.tier2_version",
             (verdict.id, verdict.text, verdict.label, verdict.teacher_id, verdict.reason,
              verdict.student_label, verdict.student_confidence, verdict.decided_at.isoformat(),
-             seq),
+             seq, verdict.tier2_version),
         )
 
     def add_feedback(self, feedback: Feedback) -> None:
@@ -138,18 +146,19 @@ class TrainingStore:
     def examples(self) -> tuple[list[Example], int]:
         """Training examples in arrival order, and how many verdicts feedback contradicted."""
         rows = self.db.execute(
-            "SELECT v.id, v.text, v.label, v.reason, f.label, v.seq FROM verdicts v "
+            "SELECT v.id, v.text, v.label, v.reason, f.label, v.seq, v.tier2_version "
+            "FROM verdicts v "
             "LEFT JOIN feedback f ON f.id = v.id ORDER BY v.seq"
         )
         out: list[Example] = []
         contradicted = 0
-        for item_id, text, label, reason, gold, seq in rows:
+        for item_id, text, label, reason, gold, seq, tier2 in rows:
             if gold is not None and gold != label:
                 contradicted += 1
             out.append(Example(
                 id=item_id, text=text, label=gold if gold is not None else label,
                 source="feedback" if gold is not None else "verdict", reason=reason,
-                gold=gold is not None, order=int(seq),
+                gold=gold is not None, order=int(seq), tier2=tier2 is not None,
             ))
         return out, contradicted
 

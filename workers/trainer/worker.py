@@ -60,23 +60,44 @@ def store_refresher(settings: Settings, task: TaskConfig,
     table; a promoted version is announced on the ``models`` topic. Then old versions are
     pruned: the registry keeps the serving one, the one a rollback returns to, and the newest
     ``registry_keep`` (a version is 16-67 MB; a long-running trainer would fill the disk).
+
+    A task whose ``tiers`` include ``embed`` also gets its tier-2 head trained, gated,
+    published under ``<task>/embed`` and announced (``workers.trainer.tier2``); embeddings
+    are kept in the store's ``embeddings`` table (the encoder is loaded on first need).
     """
     from models.registry import Registry
     from streams.announce import announce_manifest
+    from workers.trainer.embeddings import StoredEmbeddings
     from workers.trainer.refresh import refresh_config, refresh_once, stamp
+
+    encoder: list[Any] = []
+
+    def encode(texts: list[str]) -> Any:
+        if not encoder:
+            from models.embed.tier2 import encoder_loader
+
+            encoder.append(encoder_loader(settings.cache_dir, settings.student_threads)())
+        return encoder[0].encode(texts, 64)
 
     def refresh(store: TrainingStore) -> dict[str, Any]:
         examples, contradicted = store.examples()
         outcome = refresh_once(
             settings, task, bootstrap, examples, contradicted, refresh_config(settings),
             announce=lambda m: announce_manifest(settings, m, "promote"),
+            embedder=StoredEmbeddings(store.db, encode) if task.cascade else None,
+            announce_tier2=lambda m: announce_manifest(settings, m, "promote"),
         )
         store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
                              outcome.report)
         log.info("task %s: refresh %s %s (%s); %d verdicts contradicted by feedback",
                  task.name, outcome.version, "promoted" if outcome.promoted else "rejected",
                  outcome.reason, contradicted)
-        pruned = Registry.from_settings(settings).prune(task.name)
+        registry = Registry.from_settings(settings)
+        pruned = registry.prune(task.name)
+        if task.cascade:
+            from models.embed.tier2 import registry_key
+
+            pruned += [f"embed/{v}" for v in registry.prune(registry_key(task.name))]
         if pruned:
             log.info("task %s: pruned %s", task.name, ", ".join(pruned))
         return outcome.as_dict()
@@ -175,11 +196,17 @@ class TrainerWorker:
         from streams.announce import announce_manifest
 
         try:
-            manifest = Registry(self.settings.registry_root).serving(self.task.name)
-            if manifest is not None:
-                announce_manifest(self.settings, manifest, "promote")
-                log.info("task %s: re-announced serving version %s", self.task.name,
-                         manifest.version)
+            from models.embed.tier2 import registry_key
+
+            registry = Registry(self.settings.registry_root)
+            keys = [self.task.name] + ([registry_key(self.task.name)] if self.task.cascade
+                                       else [])
+            for key in keys:
+                manifest = registry.serving(key)
+                if manifest is not None:
+                    announce_manifest(self.settings, manifest, "promote")
+                    log.info("task %s: re-announced serving version %s", key,
+                             manifest.version)
         except Exception as exc:  # noqa: BLE001 - the next promotion announces anyway
             log.warning("task %s: could not re-announce the serving version: %s",
                         self.task.name, exc)
