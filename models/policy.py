@@ -150,6 +150,16 @@ def policy_data(policy: DecisionPolicy, *, accuracy_target: float, catch_target:
                       curve=curve, z=z)
 
 
+def cached_policy(cache: dict[float, DecisionPolicy], manifest: Mapping[str, Any],
+                  fallback_floor: float) -> DecisionPolicy:
+    """``policy_from_manifest``, kept in ``cache`` per fallback floor: a served model routes
+    every batch with it, and its manifest does not change while it serves."""
+    policy = cache.get(fallback_floor)
+    if policy is None:
+        policy = cache[fallback_floor] = policy_from_manifest(manifest, fallback_floor)
+    return policy
+
+
 def policy_from_manifest(manifest: Mapping[str, Any], fallback_floor: float) -> DecisionPolicy:
     """The routing policy a manifest carries; old manifests (no ``policy`` key) get their
     top-level thresholds and ``fallback_floor`` for every critical label."""

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from distillery.errors import ModelError
 from models.featurize import Featurizer
-from models.policy import DecisionPolicy, policy_from_manifest
+from models.policy import DecisionPolicy, cached_policy, policy_from_manifest
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -157,11 +157,7 @@ class Student:
 
     def routing_policy(self, fallback_floor: float) -> DecisionPolicy:
         """Thresholds and floors to route with; ``fallback_floor`` for uncalibrated labels."""
-        policy = self._policies.get(fallback_floor)
-        if policy is None:
-            policy = policy_from_manifest(self.manifest, fallback_floor)
-            self._policies[fallback_floor] = policy
-        return policy
+        return cached_policy(self._policies, self.manifest, fallback_floor)
 
 
 def _session(data: bytes, threads: int, where: Path) -> ort.InferenceSession:

@@ -242,14 +242,7 @@ class ClassifyApp:
 
         @app.task
         async def follow_models() -> None:
-            while True:
-                try:
-                    await self.follower.run()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("model follower stopped (%s); restarting in 2s", exc)
-                    await asyncio.sleep(2.0)
+            await self.follower.run_forever()
 
         @app.timer(interval=5.0)
         async def measure_lag() -> None:

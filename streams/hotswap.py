@@ -128,6 +128,18 @@ class AnnouncementFollower:
         self.fallback = fallback if fallback is not None else self._registry_serving
         self._consumer: Any = None
 
+    async def run_forever(self, what: str = "model follower") -> None:
+        """``run``, restarted two seconds after anything but a cancellation stops it: a
+        worker must keep following announcements whatever the broker does."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s stopped (%s); restarting in 2s", what, exc)
+                await asyncio.sleep(2.0)
+
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 

@@ -227,14 +227,7 @@ class RefineWorker:
             t.cancel()
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                await self.follower.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("tier-2 model follower stopped (%s); restarting in 2s", exc)
-                await asyncio.sleep(2.0)
+        await self.follower.run_forever("tier-2 model follower")
 
     async def _loop(self, consumer: Any, producer: _Producer) -> None:
         from aiokafka import TopicPartition

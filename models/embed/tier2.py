@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from distillery.errors import ModelError
 from models.embed.encoder import TextEncoder
-from models.policy import DecisionPolicy, policy_from_manifest
+from models.policy import DecisionPolicy, cached_policy, policy_from_manifest
 from models.runtime import MODEL_FILE, Predictions, read_manifest, sha256_of
 
 TIER = "embed"
@@ -102,11 +102,7 @@ class EmbedStudent:
                            probs=probs, confidence=top, margin=top - second)
 
     def routing_policy(self, fallback_floor: float) -> DecisionPolicy:
-        policy = self._policies.get(fallback_floor)
-        if policy is None:
-            policy = policy_from_manifest(self.manifest, fallback_floor)
-            self._policies[fallback_floor] = policy
-        return policy
+        return cached_policy(self._policies, self.manifest, fallback_floor)
 
 
 def encoder_loader(cache_dir: Path, threads: int = 1) -> Callable[[], TextEncoder]:

@@ -149,21 +149,24 @@ def _audit_chart(f: dict[str, Any]) -> str:
                       y_label="accuracy", y_fmt=percent, y_range=(0.0, 1.0), markers=_markers(f))
 
 
+def _critical_bars(f: dict[str, Any], by_version: dict[str, Any]) -> list[Bars]:
+    """Per critical label, its announced and measured figure in each version's column."""
+    bars = []
+    for i, label in enumerate(f["critical_labels"]):
+        color = PALETTE[(3 + 2 * i) % len(PALETTE)]
+        for kind, shade in (("announced", color), ("measured", color + "88")):
+            bars.append(Bars(f"{label} ({kind})",
+                             [by_version[v][kind].get(label) for v in by_version], shade))
+    return bars
+
+
 def _recall_chart(f: dict[str, Any]) -> str:
     title = "Critical-slice recall per model version"
     by_version = f["critical_recall_by_version"]
     if not f["critical_labels"]:
         return empty_chart(title, "This task has no critical labels")
-    versions = list(by_version)
-    bars = []
-    for i, label in enumerate(f["critical_labels"]):
-        color = PALETTE[(3 + 2 * i) % len(PALETTE)]
-        bars.append(Bars(f"{label} (announced)",
-                         [by_version[v]["announced"].get(label) for v in versions], color))
-        bars.append(Bars(f"{label} (measured)",
-                         [by_version[v]["measured"].get(label) for v in versions], color + "88"))
-    return bar_chart(title, versions, bars, y_label="recall", x_label="model version",
-                     y_fmt=percent, y_range=(0.0, 1.0))
+    return bar_chart(title, list(by_version), _critical_bars(f, by_version), y_label="recall",
+                     x_label="model version", y_fmt=percent, y_range=(0.0, 1.0))
 
 
 def _catch_chart(f: dict[str, Any]) -> str:
@@ -173,16 +176,9 @@ def _catch_chart(f: dict[str, Any]) -> str:
         return empty_chart(title, "This task has no critical labels")
     if not by_version:
         return empty_chart(title, "No version with a catch rate yet")
-    versions = list(by_version)
-    bars = []
-    for i, label in enumerate(f["critical_labels"]):
-        color = PALETTE[(3 + 2 * i) % len(PALETTE)]
-        bars.append(Bars(f"{label} (announced)",
-                         [by_version[v]["announced"].get(label) for v in versions], color))
-        bars.append(Bars(f"{label} (measured)",
-                         [by_version[v]["measured"].get(label) for v in versions], color + "88"))
-    return bar_chart(title, versions, bars, y_label="catch rate", x_label="model version",
-                     y_fmt=percent, y_range=(0.0, 1.0))
+    return bar_chart(title, list(by_version), _critical_bars(f, by_version),
+                     y_label="catch rate", x_label="model version", y_fmt=percent,
+                     y_range=(0.0, 1.0))
 
 
 def _curve_chart(f: dict[str, Any]) -> str:
