@@ -91,6 +91,7 @@ def backtest(
     volume_per_day: Annotated[float | None, typer.Option(min=0.0, help="Items a day (default: the history's size)")] = None,
     teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0, help="Default: estimated from the token prices")] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
+    tiers: Annotated[str, typer.Option(help="Student tiers, comma-separated: ngram (default) or ngram,embed (the cascade; in-process only)")] = "ngram",
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Run a recorded history through the routing, student and trainer; compare with the teacher."""
@@ -101,7 +102,12 @@ def backtest(
                      accuracy_target=accuracy_target, calibration_z=calibration_z)
     history = load_history(data, text_col, id_col, teacher_col, gold_col)
     boot = read_pairs(bootstrap) if bootstrap else []
-    cfg = BacktestConfig(retrain_every=retrain_every,
+    tier_list = [t.strip() for t in tiers.split(",") if t.strip()]
+    if tier_list not in (["ngram"], ["ngram", "embed"]):
+        raise ConfigError(f"--tiers must be ngram or ngram,embed, got {tiers!r}")
+    if via_kafka and "embed" in tier_list:
+        raise ConfigError("--tiers ngram,embed runs in-process only (not with --via-kafka)")
+    cfg = BacktestConfig(retrain_every=retrain_every, tiers=tier_list,
                          critical=[c for c in (critical or "").split(",") if c],
                          audit_rate=s.audit_rate, critical_floor=s.critical_floor,
                          volume_per_day=volume_per_day,
@@ -130,6 +136,10 @@ def _print_backtest(f: BacktestFigures) -> None:
     table.add_row("accuracy" + f" (vs {f.get('accuracy_against', 'gold')})",
                   f"{f['accuracy']:.4f}", f"{f['teacher_only_accuracy']:.4f}")
     table.add_row("decided by the student (coverage)", f"{f['coverage']:.1%}", "0.0%")
+    shares = f.get("tier_shares", {})
+    if "embed" in f.get("tiers", []):
+        table.add_row("  of which tier 1 (n-grams) / tier 2 (embeddings)",
+                      f"{shares.get('tier1', 0.0):.1%} / {shares.get('tier2', 0.0):.1%}", "")
     decided = f["decided_accuracy"]
     table.add_row(f"accuracy of the decided part (target {f['accuracy_target']})",
                   "-" if decided is None else f"{decided:.4f}", "")

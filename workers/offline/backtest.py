@@ -28,9 +28,10 @@ from distillery.tasks import LabelSpec, TaskConfig
 from models.data import read_rows
 from models.policy import DecisionPolicy
 from models.registry import Registry
-from schemas.records import TextItem
+from schemas.records import Decision, TeacherRequest, TextItem
 from streams.decode import Item, RawEvent
-from streams.routing import Policy, StudentLike, route_batch
+from streams.routing import Policy, Routed, StudentLike, route_batch
+from workers.offline.embedcache import TextEmbeddings
 from workers.offline.figures import BacktestFigures, Served, figures_of
 from workers.trainer.refresh import refresh_config, refresh_once, refresh_step
 from workers.trainer.store import Example
@@ -54,6 +55,7 @@ class BacktestConfig:
     volume_per_day: float | None = None  # None: the history's size
     teacher_cost_per_call: float | None = None  # None: estimated from the token prices
     seed: int = 0
+    tiers: list[str] = field(default_factory=lambda: ["ngram"])  # ["ngram", "embed"]: cascade
 
 
 def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
@@ -74,12 +76,12 @@ def load_history(path: Path, text_col: str, id_col: str | None, teacher_col: str
 
 
 def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],
-                  critical: list[str]) -> TaskConfig:
+                  critical: list[str], tiers: list[str] | None = None) -> TaskConfig:
     names = sorted({r.teacher for r in history} | {y for _, y in bootstrap})
     unknown = [c for c in critical if c not in names]
     if unknown:
         raise ConfigError(f"--critical names labels not in the history: {', '.join(unknown)}")
-    return TaskConfig(name="backtest", schema="text",
+    return TaskConfig(name="backtest", schema="text", tiers=tiers or ["ngram"],  # type: ignore[arg-type]
                       labels=[LabelSpec(name=n, critical=n in critical) for n in names])
 
 
@@ -111,19 +113,29 @@ class Backtest:
         self.bootstrap = bootstrap
         self.cfg = cfg
         self.every = cfg.retrain_every or settings.refresh_every_verdicts
-        self.task = backtest_task(history, bootstrap, cfg.critical)
+        self.task = backtest_task(history, bootstrap, cfg.critical, cfg.tiers)
         self.progress = progress or (lambda done, state: None)
         self.examples: list[Example] = []
         self.student: _Recording | None = None
         self.refreshes: list[dict[str, Any]] = []
         self.served: list[Served] = []
         self._done = 0
+        self.tier2: StudentLike | None = None
+        self.embeddings: TextEmbeddings | None = (
+            TextEmbeddings(settings) if self.task.cascade else None)
 
     def _refresh(self) -> None:
         outcome = refresh_once(self.settings, self.task, self.bootstrap, self.examples, 0,
-                               refresh_config(self.settings, self.cfg.seed))
+                               refresh_config(self.settings, self.cfg.seed),
+                               embedder=self.embeddings)
+        tier2 = outcome.report.get("tier2")
         self.refreshes.append({"at_item": self._done, "verdicts": len(self.examples),
-                               **outcome.as_dict()})
+                               **outcome.as_dict(), **({"tier2": {
+                                   k: tier2.get(k) for k in ("promoted", "version", "reason",
+                                                             "encoded", "shares")}}
+                                   if tier2 else {})})
+        if tier2 and tier2.get("promoted") and self.embeddings is not None:
+            self.tier2 = self.embeddings.student(self.settings, self.task.name)
         if outcome.promoted:
             registry = Registry(self.settings.registry_root)
             self.student = _Recording(registry.load_student(
@@ -137,6 +149,7 @@ class Backtest:
             self._refresh()
         decided: list[str] = []
         by: list[str] = []
+        tiers: list[str] = []  # who decided each item: tier1, tier2 or teacher
         calls, pending = 0, 0
         for start in range(0, len(self.history), self.cfg.batch_size):
             chunk = self.history[start:start + self.cfg.batch_size]
@@ -147,19 +160,27 @@ class Backtest:
             routed_batch = route_batch(self.task, student, items, policy)
             if self.student is not None and self.student.last is not None:
                 self.served[-1].probs.append(self.student.last)
+            refined = self._tier2(routed_batch, policy)
             for row, routed in zip(chunk, routed_batch, strict=True):
-                if routed.request is not None:
+                decision, request = routed.decision, routed.request
+                tier = "tier1"
+                if row.id in refined:  # tier 1 forwarded it and a tier-2 version serves
+                    decision, request = refined[row.id]
+                    tier = "tier2"
+                if request is not None:
                     calls += 1
                     pending += 1
                     self.examples.append(Example(row.id, row.text, row.teacher, "verdict",
-                                                 routed.request.reason, False,
-                                                 len(self.examples)))
-                if routed.decision is not None:
-                    decided.append(routed.decision.label)
+                                                 request.reason, False, len(self.examples),
+                                                 request.tier2_version is not None))
+                if decision is not None:
+                    decided.append(decision.label)
                     by.append("student")
+                    tiers.append(tier)
                 else:
                     decided.append(row.teacher)
                     by.append("teacher")
+                    tiers.append("teacher")
             self._done = start + len(chunk)
             if pending >= refresh_step(len(self.examples) - pending,
                                        self.settings.refresh_first_verdicts, self.every):
@@ -168,7 +189,19 @@ class Backtest:
             self.progress(self._done, {"student_share": by.count("student") / self._done,
                                        "teacher_calls": calls, "refreshes": len(self.refreshes)})
         return figures_of(self.history, self.task, self.cfg, self.settings, decided, by,
-                          calls, self.refreshes, self.served)
+                          calls, self.refreshes, self.served, tiers)
+
+    def _tier2(self, routed: list[Routed], policy: Policy
+               ) -> dict[str, tuple[Decision | None, TeacherRequest | None]]:
+        """Tier 2 over what tier 1 sends to ``refine``, with the refine worker's own routing
+        (``streams.refine.tier2_route``); by id. Empty with no tier-2 version."""
+        ask = [r.request for r in routed if r.request is not None and r.destination == "refine"]
+        if self.tier2 is None or not ask:
+            return {}
+        from streams.refine import tier2_route
+
+        out = tier2_route(self.task, self.tier2, ask, policy)
+        return {req.id: pair for req, pair in zip(ask, out, strict=True)}
 
 
 def run_backtest(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
@@ -180,4 +213,9 @@ def run_backtest(settings: Settings, history: list[HistoryRow], bootstrap: list[
         random.Random(shuffle).shuffle(history)
     with tempfile.TemporaryDirectory(prefix="distillery-backtest-") as tmp:
         local = settings.model_copy(update={"registry_root": Path(tmp) / "registry"})
-        return Backtest(local, history, bootstrap, cfg, progress).run()
+        backtest = Backtest(local, history, bootstrap, cfg, progress)
+        try:
+            return backtest.run()
+        finally:
+            if backtest.embeddings is not None:
+                backtest.embeddings.close()

@@ -101,6 +101,8 @@ class BacktestFigures(TypedDict):
     curve: list[CurveFigure]
     curve_note: str
     economics: Economics
+    tiers: list[str]  # the student tiers the backtest ran: ["ngram"] or ["ngram", "embed"]
+    tier_shares: dict[str, float]  # share of the items each decided: tier1, tier2, teacher
 
 
 def price_per_call(settings: Settings, n_labels: int, texts: Sequence[str]) -> float:
@@ -192,9 +194,12 @@ def curve_of(history: Sequence[HistoryRow], truth: list[str], served: Sequence[S
 def figures_of(history: Sequence[HistoryRow], task: TaskConfig, cfg: BacktestConfig,
                settings: Settings, decided: list[str], by: list[str], calls: int,
                refreshes: list[dict[str, Any]],
-               served: Sequence[Served] = ()) -> BacktestFigures:
-    """The backtest's figures from the final decision per item and the teacher calls made."""
+               served: Sequence[Served] = (), tiers: Sequence[str] = ()) -> BacktestFigures:
+    """The backtest's figures from the final decision per item and the teacher calls made.
+    ``tiers`` names who decided each item (``tier1``, ``tier2``, ``teacher``); without it
+    every student decision is tier 1's."""
     n = len(history)
+    who = list(tiers) or ["tier1" if b == "student" else "teacher" for b in by]
     truth = [r.gold if r.gold is not None else r.teacher for r in history]
     report = slice_report(truth, decided, task.label_names, cfg.critical)
     teacher_only = slice_report(truth, [r.teacher for r in history], task.label_names,
@@ -234,4 +239,6 @@ def figures_of(history: Sequence[HistoryRow], task: TaskConfig, cfg: BacktestCon
                     "thresholds its calibration chose for that target; the versions "
                     "themselves were trained on the verdicts of the chosen target"),
         economics=economics(cfg, settings, task, history, system, teacher_only["accuracy"]),
+        tiers=list(task.tiers),
+        tier_shares={t: (who.count(t) / n if n else 0.0) for t in ("tier1", "tier2", "teacher")},
     )

@@ -34,6 +34,9 @@ from schemas.records import (
 from schemas.serde import decode
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC
 
+# models.embed.tier2.VERSION_PREFIX (not imported: it would load onnxruntime for a report)
+TIER2_PREFIX = "embed-"
+
 log = logging.getLogger(__name__)
 
 SHARE_BUCKETS = 20
@@ -95,21 +98,42 @@ def bucket_index(stamp: float, edges: Sequence[float]) -> int:
     return min(n - 1, max(0, int((stamp - edges[0]) / width * n)))
 
 
+def tier_of(decision: Decision) -> str:
+    """Who decided: ``tier1`` (the n-gram student), ``tier2`` (the cascade's refine worker:
+    a student decision whose ``model_version`` starts with ``embed-``) or ``teacher``
+    (the teacher, or the fallback when it was unavailable)."""
+    if decision.decided_by != "student":
+        return "teacher"
+    return "tier2" if (decision.model_version or "").startswith(TIER2_PREFIX) else "tier1"
+
+
+def tier_shares(decisions: Sequence[Decision]) -> dict[str, float | None]:
+    """Each tier's share of the decisions (see ``tier_of``)."""
+    counts = Counter(tier_of(d) for d in decisions)
+    n = len(decisions)
+    return {t: (counts[t] / n if n else None) for t in ("tier1", "tier2", "teacher")}
+
+
 def share_over_time(decisions: Sequence[Decision], n: int = SHARE_BUCKETS) -> list[dict[str, Any]]:
-    """Decisions in ``n`` time buckets: counts by decider and the student's share."""
+    """Decisions in ``n`` time buckets: counts by decider and the student's share (and tier
+    2's, the part of the student's share decided by the cascade's second tier)."""
     if not decisions:
         return []
     edges = bucket_edges([_ts(d.decided_at) for d in decisions], n)
     counts = [Counter[str]() for _ in range(len(edges) - 1)]
     for d in decisions:
-        counts[bucket_index(_ts(d.decided_at), edges)][d.decided_by] += 1
+        bucket = counts[bucket_index(_ts(d.decided_at), edges)]
+        bucket[d.decided_by] += 1
+        bucket["tier2"] += tier_of(d) == "tier2"
     out = []
     for i, c in enumerate(counts):
-        total = sum(c.values())
+        total = c["student"] + c["teacher"] + c["fallback"]
         out.append({
             "start": _iso(edges[i]), "end": _iso(edges[i + 1]), "events": total,
             "student": c["student"], "teacher": c["teacher"], "fallback": c["fallback"],
+            "tier2": c["tier2"],
             "student_share": c["student"] / total if total else None,
+            "tier2_share": c["tier2"] / total if total else None,
         })
     return out
 
@@ -358,6 +382,7 @@ def summary(data: TaskData) -> dict[str, Any]:
         "decided_by_teacher": by["teacher"],
         "decided_by_fallback": by["fallback"],
         "student_share": by["student"] / len(decisions) if decisions else None,
+        "tier_shares": tier_shares(decisions),
         "student_share_last_1000": (sum(d.decided_by == "student" for d in last) / len(last)
                                     if last else None),
         "teacher_calls": len(verdicts),

@@ -77,6 +77,7 @@ def _cards(f: dict[str, Any]) -> str:
          f"<span style='font-size:17px'>{f['decided_by_student']:,} / "
          f"{f['decided_by_teacher']:,} / {f['decided_by_fallback']:,}</span>"),
         ("student share", _fmt(f["student_share"], "%")),
+        ("decided by tier 1 / tier 2 / teacher", _tier_shares(f)),
         ("student share, last 1000", _fmt(f["student_share_last_1000"], "%")),
         ("teacher calls", _fmt(f["teacher_calls"])),
         ("teacher cost" + money, _fmt(f["teacher_cost"], "$")),
@@ -91,6 +92,13 @@ def _cards(f: dict[str, Any]) -> str:
     return f"<div class='cards'>{cells}</div>"
 
 
+def _tier_shares(f: dict[str, Any]) -> str:
+    """Each tier's share of the decisions (tier 2: the cascade's ``embed-`` versions)."""
+    shares = f.get("tier_shares") or {}
+    return ("<span style='font-size:17px'>" + " / ".join(
+        _fmt(shares.get(t), "%") for t in ("tier1", "tier2", "teacher")) + "</span>")
+
+
 def _markers(f: dict[str, Any]) -> list[tuple[float, str]]:
     return [(_stamp(m["at"]), f"{m['action']} {m['version']}") for m in f["models"]]
 
@@ -102,6 +110,9 @@ def _share_chart(f: dict[str, Any]) -> str:
         Series("teacher", [(_mid(r), r["teacher"] / r["events"] if r["events"] else None)
                            for r in rows], PALETTE[1], dashed=True),
     ]
+    if any(r.get("tier2") for r in rows):  # the cascade: tier 2's part of the student's
+        series.append(Series("tier 2 (embeddings)", [(_mid(r), r["tier2_share"]) for r in rows],
+                             PALETTE[2], dots=True))
     return line_chart("Share of decisions by the student over time", series,
                       y_label="share of decisions", y_fmt=percent, y_range=(0.0, 1.0),
                       markers=_markers(f))

@@ -45,7 +45,8 @@ MIN_FORWARDED = 10  # held-out items tier 1 must forward before tier 2 is traine
 
 
 class Embedder(Protocol):
-    encoded: int
+    @property
+    def encoded(self) -> int: ...  # texts encoded so far (the rest came from storage)
 
     def embed(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray: ...
 
