@@ -121,7 +121,9 @@ class Rig:
         defaults = {"DISTILLERY_WEB_PORT": str(free_port()), "DISTILLERY_METRICS_PORT": "0",
                     "DISTILLERY_BATCH_WITHIN_S": "0.05",
                     "DISTILLERY_REFRESH_EVERY_VERDICTS": "1000000",
-                    "DISTILLERY_REFRESH_EVERY_MINUTES": "1000"}
+                    "DISTILLERY_REFRESH_FIRST_VERDICTS": "1000000",
+                    "DISTILLERY_REFRESH_EVERY_MINUTES": "1000",
+                    "DISTILLERY_TEACHER_CALLS_PER_MINUTE": "1000000"}
         environment = child_env(s, **(defaults | env))
         with open(log_file, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", kind, *args],
@@ -241,26 +243,31 @@ def broker_stop(rig: Rig, events: int = 3000, stop_s: float = 10.0) -> ScenarioR
     """Stop the broker for ``stop_s`` under the classify, teacher and trainer workers."""
     s = rig.settings("brokerstop")
     env = {"DISTILLERY_TEACHER_KIND": "oracle"}
-    rig.worker(s, "classify", "--task", "tickets", **env)
-    rig.worker(s, "teacher", "--task", "tickets", **env)
-    rig.worker(s, "trainer", "--task", "tickets", **env)
+    workers = [rig.worker(s, kind, "--task", "tickets", **env)
+               for kind in ("classify", "teacher", "trainer")]
     items = tickets(events, "b")
-    produce(s, "tickets", items[: events // 2])
-    time.sleep(1.0)  # work in flight in every worker
+    producer = threading.Thread(target=produce, args=(s, "tickets", items[: events // 2],
+                                                      events / 20))
+    producer.start()
+    # Stop the broker while work is in flight in every worker: once the teacher has
+    # decided some of the first half and the trainer stored some verdicts.
+    store = s.state_dir / "trainer" / f"{s.topic_prefix}tickets.sqlite"
+    wait_until(lambda: len(_store_ids(store)) >= events // 20, 180, every_s=0.5)
     rig.progress(f"broker: stopping it for {stop_s:.0f}s")
     rig.broker.stop()
     time.sleep(stop_s)
     rig.broker.start()
     fault_end = time.monotonic()
+    producer.join()
     produce(s, "tickets", items[events // 2:])
     want = {k.decode() for k, _ in items if k}
     result = _account(s, "broker_stop_10s", want, fault_end, timeout_s=300,
                       teacher_counts=False, decided_only=True)
     verdicts = _verdict_ids(s)
-    store = s.state_dir / "trainer" / f"{s.topic_prefix}tickets.sqlite"
     complete = wait_until(lambda: verdicts <= _store_ids(store), 60)
     result.detail = {"trainer_store_complete": complete, "verdicts": len(verdicts),
-                     "in_store": len(_store_ids(store))}
+                     "in_store": len(_store_ids(store)),
+                     "workers_alive": all(p.poll() is None for p in workers)}
     return result
 
 
@@ -296,7 +303,6 @@ def _teacher_env(server: Any) -> dict[str, str]:
     return {"DISTILLERY_TEACHER_KIND": "openai", "DISTILLERY_TEACHER_BASE_URL": server.base_url,
             "DISTILLERY_TEACHER_MODEL": "fake", "DISTILLERY_TEACHER_API_KEY": "sk-fake",
             "DISTILLERY_TEACHER_CONCURRENCY": "8", "DISTILLERY_TEACHER_TIMEOUT_S": "2",
-            "DISTILLERY_TEACHER_CALLS_PER_MINUTE": "1000000",
             "DISTILLERY_TEACHER_BREAKER_RESET_S": "3", "DISTILLERY_TEACHER_BACKOFF_S": "0.2"}
 
 
@@ -531,8 +537,12 @@ SCENARIOS: dict[str, Callable[[Rig], ScenarioResult]] = {
 }
 
 
-def run_faults(names: list[str] | None = None, progress: Progress = print) -> dict[str, Any]:
-    """Run the scenarios (all by default) on a broker of their own; the figures as a dict."""
+def run_faults(names: list[str] | None = None, progress: Progress = print,
+               logs: Path | None = None) -> dict[str, Any]:
+    """Run the scenarios (all by default) on a broker of their own; the figures as a dict.
+
+    ``logs``: a folder to copy every worker's log into (``<scenario>/<worker>.log``).
+    """
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="distillery-faults-") as tmp:
         rig = Rig(Path(tmp), progress)
@@ -547,4 +557,9 @@ def run_faults(names: list[str] | None = None, progress: Progress = print) -> di
                 out.append(result.as_dict())
         finally:
             rig.close()
+            if logs is not None:
+                for log_file in Path(tmp).glob("*/*.log"):
+                    target = logs / log_file.parent.name / log_file.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(log_file, target)
     return {"scenarios": out}

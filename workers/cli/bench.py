@@ -145,6 +145,7 @@ def bench_faults(
     scenario: Annotated[list[str] | None, typer.Option(
         "--scenario", help="Run only these (sigkill, broker, teacher-down, teacher-500, "
                            "malformed, models); default all")] = None,
+    logs: Annotated[Path | None, typer.Option(help="Copy the workers' logs here")] = None,
     json_file: JsonOpt = None,
 ) -> None:
     """The fault suite: events, lost, duplicated, dead-lettered, time to recover."""
@@ -154,7 +155,7 @@ def bench_faults(
     if unknown:
         raise ConfigError(f"unknown scenario(s) {', '.join(unknown)}; known: "
                           f"{', '.join(SCENARIOS)}")
-    figures = run_faults(scenario, progress=lambda m: err.print(m))
+    figures = run_faults(scenario, progress=lambda m: err.print(m), logs=logs)
     table = Table("scenario", "events", "lost", "duplicated", "dead-lettered", "recover s",
                   title="fault suite (one run)")
     for row in figures["scenarios"]:
