@@ -14,6 +14,7 @@ MODULES = [
     "streams.routing",
     "workers.runtime.procs",
     "workers.teacher.policy",
+    "workers.trainer.embeddings",
     "workers.trainer.refresh",
     "workers.trainer.schedule",
 ]

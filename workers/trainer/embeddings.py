@@ -29,7 +29,9 @@ Encode = Callable[[list[str]], np.ndarray]
 
 
 def text_hash(text: str) -> str:
-    """>>> text_hash("hello")[:12]
+    """The sha256 of the text's UTF-8 bytes, in hex (the key beside the item id).
+
+    >>> text_hash("hello")[:12]
     '2cf24dba5fb0'
     """
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
