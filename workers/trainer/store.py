@@ -45,7 +45,8 @@ class Example:
     reason: str  # why the teacher was asked ("audit", "low_confidence", ...) or "bootstrap"
     gold: bool  # the label comes from feedback (ground truth)
     order: int  # arrival order, for a time-ordered holdout
-    tier2: bool = False  # an audit of a tier-2 decision (the verdict names a tier2_version)
+    tier2: bool = False  # the verdict names a tier2_version (it went through tier 2); with
+    # reason "audit" it audits a tier-2 decision and is weighted as a tier-2 audit
 
 
 class TrainingStore:
