@@ -196,11 +196,12 @@ class TrainerWorker:
         from streams.announce import announce_manifest
 
         try:
-            from models.embed.tier2 import registry_key
-
             registry = Registry(self.settings.registry_root)
-            keys = [self.task.name] + ([registry_key(self.task.name)] if self.task.cascade
-                                       else [])
+            keys = [self.task.name]
+            if self.task.cascade:  # and its tier-2 version, for the refine worker
+                from models.embed.tier2 import registry_key
+
+                keys.append(registry_key(self.task.name))
             for key in keys:
                 manifest = registry.serving(key)
                 if manifest is not None:
