@@ -196,26 +196,40 @@ def requests(n: int, tag: str) -> list[tuple[bytes | None, bytes | None]]:
 
 
 # --- scenarios ---------------------------------------------------------------------------
-def sigkill_classify(rig: Rig, events: int = 50_000, rate: float = 2500.0,
-                     kills: int = 3) -> ScenarioResult:
-    """SIGKILL the classify worker ``kills`` times while ``events`` flow; it restarts."""
+def sigkill_classify(rig: Rig, events: int = 50_000, rate: float = 1000.0,
+                     kills: int = 3, busy_s: float = 3.0) -> ScenarioResult:
+    """SIGKILL the classify worker ``kills`` times while ``events`` flow; it restarts.
+
+    Each kill comes ``busy_s`` after the worker (re)started consuming (faust's "Ready" in
+    its log), so it dies mid-batch, not while starting.
+    """
     s = rig.settings("sigkill")
     items = tickets(events, "k")
+    log_file = s.state_dir.parent / "classify.log"
+
+    def ready_count() -> int:
+        return log_file.read_text(errors="replace").count("[^Worker]: Ready") \
+            if log_file.is_file() else 0
+
     worker = rig.worker(s, "classify", "--task", "tickets", DISTILLERY_BATCH_SIZE="64")
     producer = threading.Thread(target=produce, args=(s, "tickets", items, rate))
     producer.start()
-    span = events / rate
-    restarted_at = time.monotonic()
+    restarted_at, flowing = time.monotonic(), True
     for k in range(kills):
-        time.sleep(span / (kills + 1))
+        starts = k + 1
+        wait_until(lambda: ready_count() >= starts, 120, every_s=0.2)  # noqa: B023
+        time.sleep(busy_s)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        flowing = producer.is_alive()
         rig.progress(f"sigkill: killed the classify worker ({k + 1}/{kills})")
         worker = rig.worker(s, "classify", "--task", "tickets", DISTILLERY_BATCH_SIZE="64")
         restarted_at = time.monotonic()
     producer.join()
     want = {k.decode() for k, _ in items if k}
-    return _account(s, "sigkill_classify", want, restarted_at, timeout_s=300)
+    result = _account(s, "sigkill_classify_3x", want, restarted_at, timeout_s=300)
+    result.detail["events_still_flowing_at_last_kill"] = flowing
+    return result
 
 
 def _account(s: Settings, name: str, want: set[str], fault_end: float, *, timeout_s: float,
@@ -239,7 +253,7 @@ def _account(s: Settings, name: str, want: set[str], fault_end: float, *, timeou
                           detail or {})
 
 
-def broker_stop(rig: Rig, events: int = 3000, stop_s: float = 10.0) -> ScenarioResult:
+def broker_stop(rig: Rig, events: int = 5000, stop_s: float = 10.0) -> ScenarioResult:
     """Stop the broker for ``stop_s`` under the classify, teacher and trainer workers."""
     s = rig.settings("brokerstop")
     env = {"DISTILLERY_TEACHER_KIND": "oracle"}
@@ -306,7 +320,7 @@ def _teacher_env(server: Any) -> dict[str, str]:
             "DISTILLERY_TEACHER_BREAKER_RESET_S": "3", "DISTILLERY_TEACHER_BACKOFF_S": "0.2"}
 
 
-def teacher_outage(rig: Rig, events: int = 1500, outage_s: float = 60.0,
+def teacher_outage(rig: Rig, events: int = 3000, outage_s: float = 60.0,
                    rate: float = 50.0) -> ScenarioResult:
     """The teacher API drops every connection for ``outage_s`` while requests arrive."""
     s = rig.settings("outage")
@@ -327,7 +341,7 @@ def teacher_outage(rig: Rig, events: int = 1500, outage_s: float = 60.0,
                         detail={"outage_s": outage_s})
 
 
-def teacher_storm(rig: Rig, events: int = 1500, storm_s: float = 60.0,
+def teacher_storm(rig: Rig, events: int = 3000, storm_s: float = 60.0,
                   share: float = 0.5) -> ScenarioResult:
     """The teacher answers HTTP 500 to ``share`` of the calls for ``storm_s``."""
     from workers.sim.fake_teacher import status

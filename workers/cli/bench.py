@@ -156,8 +156,10 @@ def bench_faults(
         raise ConfigError(f"unknown scenario(s) {', '.join(unknown)}; known: "
                           f"{', '.join(SCENARIOS)}")
     figures = run_faults(scenario, progress=lambda m: err.print(m), logs=logs)
-    table = Table("scenario", "events", "lost", "duplicated", "dead-lettered", "recover s",
-                  title="fault suite (one run)")
+    table = Table(title="fault suite (one run)")
+    table.add_column("scenario", no_wrap=True)
+    for name in ("events", "lost", "duplicated", "dead-lettered", "recover s"):
+        table.add_column(name, justify="right")
     for row in figures["scenarios"]:
         table.add_row(row["name"], f"{row['events']:,}", str(row["lost"]),
                       str(row["duplicated"]), str(row["dead_lettered"]),
