@@ -221,7 +221,7 @@ def records_for(request: TeacherRequest, outcome: Outcome,
         teacher_id=outcome.teacher_id or "", student_label=request.student_label,
         student_confidence=request.student_confidence, reason=request.reason,
         latency_ms=outcome.latency_ms, cost=outcome.cost, tokens_in=outcome.tokens_in,
-        tokens_out=outcome.tokens_out)
+        tokens_out=outcome.tokens_out, tier2_version=request.tier2_version)
     if request.reason == "audit":
         return None, verdict
     decision = Decision(id=request.id, task=task.name, label=outcome.label, confidence=1.0,

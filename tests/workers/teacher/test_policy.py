@@ -157,7 +157,11 @@ def test_records_for_each_outcome() -> None:
     assert (verdict.student_label, verdict.reason, verdict.tokens_in) == ("refunds",
                                                                           "low_confidence", 100)
     decision, verdict = records_for(request(reason="audit"), answer, TICKETS)
-    assert decision is None and verdict is not None
+    assert decision is None and verdict is not None and verdict.tier2_version is None
+    # a tier-2 audit keeps its tier's version, so the trainer weighs it as tier 2's
+    _, verdict = records_for(request(reason="audit", tier2_version="embed-v0002"), answer,
+                             TICKETS)
+    assert verdict is not None and verdict.tier2_version == "embed-v0002"
     decision, verdict = records_for(request(), Outcome("fallback", "refunds"), TICKETS)
     assert verdict is None and decision is not None
     assert (decision.decided_by, decision.reason, decision.label) == (
