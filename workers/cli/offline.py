@@ -61,7 +61,8 @@ def replay(
     else:
         assert to is not None
         done = rescore(s, t, topic, to, *window)
-        out.print(f"re-scored {done['scored']} events into {to} with {done['version']} "
+        out.print(f"re-scored {done['scored']} events into {to} with {done['version']}; "
+                  f"{done['to_teacher']} critical or low-confidence sent to the teacher "
                   f"({done['dead']} undecodable skipped)")
 
 

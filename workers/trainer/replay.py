@@ -10,7 +10,7 @@ from typing import Any
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from schemas.records import Decision
+from schemas.records import Decision, TeacherRequest
 from schemas.serde import encode
 from streams.decode import Item, RawEvent, decode_event
 from workers.trainer.consume import apply_message, read_range
@@ -39,7 +39,10 @@ def retrain_from(settings: Settings, task: TaskConfig, topic: str, since: dateti
 
 def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
             since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """Decide every input of a range with the serving student into ``target`` (keyed by id)."""
+    """Re-score an input range with the serving student under its routing policy: what the
+    policy lets it decide goes to ``target`` as a decision (keyed by id, in the task's output
+    format); critical and low-confidence items go to the task's teacher topic, as on the live
+    stream — a backfill must not let the student decide what it may not decide live."""
     from kafka import KafkaProducer
 
     from models.policy import decide
@@ -58,6 +61,8 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
         else:
             dead += 1
     producer = KafkaProducer(acks="all", **settings.kafka_python_kwargs())
+    teacher_topic = settings.topic(task.teacher_topic)
+    futures, deferred = [], 0
     try:
         for start in range(0, len(items), 1024):
             batch = items[start:start + 1024]
@@ -65,15 +70,31 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
                              student.routing_policy(settings.critical_floor))
             reasons = decided.reasons()
             for i, item in enumerate(batch):
+                label = student.labels[int(decided.label_ids[i])]
+                conf = min(1.0, float(decided.confidence[i]))
+                key = item.record.id.encode()
+                if not bool(decided.decided[i]):
+                    # the policy holds here as on the live stream: critical and
+                    # low-confidence items go to the teacher, which decides them
+                    request = TeacherRequest(
+                        id=item.record.id, task=task.name, text=item.text,
+                        metadata=item.record.metadata, student_label=label,
+                        student_confidence=conf, model_version=student.version,
+                        reason="critical" if reasons[i] == "critical" else "low_confidence")
+                    futures.append(producer.send(teacher_topic, key=key, value=encode(request)))
+                    deferred += 1
+                    continue
                 decision = Decision(
-                    id=item.record.id, task=task.name,
-                    label=student.labels[int(decided.label_ids[i])],
-                    confidence=min(1.0, float(decided.confidence[i])), decided_by="student",
-                    model_version=student.version, reason=reasons[i],
+                    id=item.record.id, task=task.name, label=label, confidence=conf,
+                    decided_by="student", model_version=student.version, reason="confident",
                     latency_ms=0.0, cost=0.0,
                 )
-                producer.send(target, key=item.record.id.encode(), value=encode(decision))
+                futures.append(producer.send(target, key=key,
+                                             value=encode(decision, task.output_format)))
         producer.flush()
+        for future in futures:  # raises if the broker refused a record
+            future.get(timeout=settings.producer_request_timeout_s)
     finally:
         producer.close()
-    return {"scored": len(items), "dead": dead, "version": student.version}
+    return {"scored": len(items) - deferred, "to_teacher": deferred, "dead": dead,
+            "version": student.version}

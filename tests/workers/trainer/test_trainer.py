@@ -321,3 +321,38 @@ def test_the_trainer_prunes_old_versions_after_each_refresh(
     assert len(outcomes) == 4 and len(versions) <= 3, versions  # serving, previous, newest 1
     serving = registry.state(task.name).get("serving")
     assert serving in versions and versions[-1] == outcomes[-1]["version"]
+
+
+def test_replay_to_keeps_the_routing_policy(kafka_settings: Settings, clinc: dict,
+                                            tmp_path: Path) -> None:
+    """A backfill decides only what the policy lets the student decide; critical and
+    low-confidence items go to the teacher topic, as on the live stream."""
+    from schemas.records import Decision, TeacherRequest, Ticket
+    from schemas.serde import decode
+    from workers.trainer.consume import read_range
+    from workers.trainer.replay import rescore
+
+    task = TaskConfig(name="tickets", schema="ticket", labels=_task().labels)
+    s = kafka_settings.model_copy(update={"student_buckets": 1 << 16})
+    rows = [r for r in clinc["train"] if r[1] in INTENTS]
+    random.Random(2).shuffle(rows)
+    store = _store(tmp_path, "boot", _verdicts(rows[:400], "b"))
+    outcome = refresh_once(s, task, [], *store.examples(), RefreshConfig(min_calibration=10_000))
+    assert outcome.promoted, outcome.reason
+    inputs = [r for r in clinc["test"] if r[1] in INTENTS][:120]
+    producer = KafkaProducer(acks="all", **s.kafka_python_kwargs())
+    for i, (text, _) in enumerate(inputs):
+        producer.send(s.topic("tickets"), key=f"in{i}".encode(),
+                      value=encode(Ticket(id=f"in{i}", body=text)))
+    producer.flush()
+    producer.close()
+    done = rescore(s, task, s.topic("tickets"), s.topic("tickets.routed"), None, None)
+    decisions = [decode(m.value, Decision)
+                 for m in asyncio.run(read_range(s, [s.topic("tickets.routed")]))]
+    requests = [decode(m.value, TeacherRequest)
+                for m in asyncio.run(read_range(s, [s.topic("tickets.teacher")]))]
+    assert done["scored"] == len(decisions) and done["to_teacher"] == len(requests)
+    assert len(decisions) + len(requests) == len(inputs)
+    assert decisions and all(d.reason == "confident" for d in decisions)
+    assert requests and all(r.reason in ("critical", "low_confidence") for r in requests)
+    assert all(d.label != CRITICAL for d in decisions)  # a critical label is never decided
