@@ -7,6 +7,7 @@ line becomes a record or a ``Rejection`` carrying its line number and the reason
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 import uuid
@@ -27,13 +28,29 @@ class Rejection:
     reason: str
 
 
+# A cell may be far larger than the csv module's 128 KiB default: it is read whole and then
+# rejected by the record's own size rule (DISTILLERY_MAX_TEXT_CHARS), line by line.
+CSV_FIELD_LIMIT = 1 << 30
+
+
 def open_source(path: str) -> TextIO:
+    """The file (or standard input) as text; bytes that are not UTF-8 do not stop the read:
+    they are kept as surrogates and the line they are on is rejected (``iter_rows``)."""
     if path == "-":
-        return sys.stdin
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape",
+                                newline="")
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"input file not found: {path}")
-    return file.open("r", encoding="utf-8", newline="")
+    return file.open("r", encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _bad_utf8(row: dict[str, Any]) -> bool:
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def detect_format(path: str, explicit: str | None) -> str:
@@ -46,12 +63,26 @@ def detect_format(path: str, explicit: str | None) -> str:
 
 def iter_rows(stream: TextIO, fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) pairs; a row that cannot be parsed is given as an error string."""
-    if fmt == "csv":
-        reader = csv.DictReader(stream)
-        for row in reader:
-            yield reader.line_num, {k: v for k, v in row.items() if k is not None}
-        return
-    yield from jsonl_rows(stream)
+    rows = _csv_rows(stream) if fmt == "csv" else jsonl_rows(stream)
+    for number, row in rows:
+        if isinstance(row, dict) and _bad_utf8(row):
+            yield number, "not valid UTF-8"
+        else:
+            yield number, row
+
+
+def _csv_rows(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader = csv.DictReader(stream)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # one bad line is a rejection; the reader goes on after it
+            yield reader.line_num, f"unreadable CSV: {exc}"
+            continue
+        yield reader.line_num, {k: v for k, v in row.items() if k is not None}
 
 
 def parse_mapping(pairs: list[str]) -> dict[str, str]:
