@@ -46,7 +46,7 @@ from schemas.serde import decode, encode
 from streams.app import FATAL_EXIT, FatalSendError, Output, send_until_acknowledged
 from streams.decode import RawEvent, dead_letter, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, inside_registry
-from streams.routing import Policy, StudentLike, audit_selected
+from streams.routing import Policy, StudentLike, audit_selected, task_rules
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,7 @@ def tier2_route(task: TaskConfig, student: StudentLike | None, requests: list[Te
         return [(None, r) for r in requests]
     now = datetime.now(UTC)
     predictions = student.predict_many([r.text for r in requests])
-    rules = student.routing_policy(policy.critical_floor)
-    extra = {c: policy.critical_floor for c in task.critical_labels
-             if c in rules.labels and c not in rules.floors}
-    if extra:  # declared critical after this version was trained
-        rules = rules.with_floors({**rules.floors, **extra})
-    decided = decide(np.asarray(predictions.probs), rules)
+    decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
     out: list[tuple[Decision | None, TeacherRequest | None]] = []
     for i, request in enumerate(requests):
         label = student.labels[int(decided.label_ids[i])]

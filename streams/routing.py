@@ -97,6 +97,15 @@ def _request(
     )
 
 
+def task_rules(student: StudentLike, task: TaskConfig, policy: Policy) -> DecisionPolicy:
+    """The student's calibrated policy, plus ``policy.critical_floor`` for labels the task
+    declares critical since that version was trained (they have no calibrated floor)."""
+    rules = student.routing_policy(policy.critical_floor)
+    extra = {c: policy.critical_floor for c in task.critical_labels
+             if c in rules.labels and c not in rules.floors}
+    return rules.with_floors({**rules.floors, **extra}) if extra else rules
+
+
 def route_batch(
     task: TaskConfig, student: StudentLike | None, items: list[Item], policy: Policy
 ) -> list[Routed]:
@@ -110,12 +119,7 @@ def route_batch(
             for item in items
         ]
     predictions = student.predict_many([item.text for item in items])
-    rules = student.routing_policy(policy.critical_floor)
-    extra = {c: policy.critical_floor for c in task.critical_labels
-             if c in rules.labels and c not in rules.floors}
-    if extra:  # declared critical after this version was trained
-        rules = rules.with_floors({**rules.floors, **extra})
-    decided = decide(np.asarray(predictions.probs), rules)
+    decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
     out: list[Routed] = []
     for i, item in enumerate(items):
         label = student.labels[int(decided.label_ids[i])]
