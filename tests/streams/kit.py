@@ -75,3 +75,18 @@ def collect(settings: Settings, task_results: str, task_teacher: str, want_ids: 
                 "request_counts": Counter(r.id for r in requests),
             }
         time.sleep(1.0)
+
+
+def produce_paced(settings: Settings, items: list[tuple[bytes, bytes]], rate: float) -> None:
+    """Produce (key, value) pairs to the ``tickets`` topic at ``rate`` a second."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", linger_ms=5, **settings.kafka_python_kwargs())
+    started = time.monotonic()
+    for i, (key, value) in enumerate(items):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        producer.send(settings.topic("tickets"), key=key, value=value)
+    producer.flush()
+    producer.close()

@@ -10,8 +10,8 @@ import pytest
 
 from distillery.settings import load_settings
 from streams.topics import create_topics
-from tests.streams.kit import collect, start_classify, stop
-from tests.streams.test_coldstart import _produce_paced, _tickets
+from tests.streams.kit import collect, produce_paced, start_classify, stop
+from tests.streams.test_coldstart import _tickets
 from workers.runtime.broker import EmbeddedBroker
 from workers.runtime.procs import free_port
 
@@ -31,14 +31,14 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     worker = start_classify(s, log)
     try:
-        _produce_paced(s, good[:1000], 500.0)
+        produce_paced(s, good[:1000], 500.0)
         collect(s, "tickets.routed", "tickets.teacher", {k.decode() for k, _ in good[:1000]},
                 0, timeout_s=120)
         broker.stop()
         time.sleep(3)
         assert worker.poll() is None, "the worker rides out the outage"
         broker.start()
-        producer = threading.Thread(target=_produce_paced, args=(s, good[1000:], 500.0))
+        producer = threading.Thread(target=produce_paced, args=(s, good[1000:], 500.0))
         producer.start()
         producer.join()
         out = collect(s, "tickets.routed", "tickets.teacher", {k.decode() for k, _ in good},

@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from distillery.settings import Settings
 from schemas.records import Feedback, Ticket
 from schemas.serde import SINGLE_OBJECT_MAGIC, encode, schema_for
-from tests.streams.kit import collect, start_classify, stop
+from tests.streams.kit import collect, produce_paced, start_classify, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -82,23 +82,11 @@ def test_cold_start_defers_everything_and_dead_letters_bad_input(
         assert letter.partition >= 0 and letter.offset >= 0 and letter.message
 
 
-def _produce_paced(settings: Settings, items: list[tuple[bytes, bytes]], rate: float) -> None:
-    producer = KafkaProducer(acks="all", linger_ms=5, **settings.kafka_python_kwargs())
-    started = time.monotonic()
-    for i, (key, value) in enumerate(items):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        producer.send(settings.topic("tickets"), key=key, value=value)
-    producer.flush()
-    producer.close()
-
-
 def test_sigkill_mid_stream_loses_nothing(kafka_settings: Settings, tmp_path: Path) -> None:
     good = _tickets(4000, "kill-")
     log = tmp_path / "worker.log"
     worker = start_classify(kafka_settings, log, DISTILLERY_BATCH_SIZE="32")
-    producer = threading.Thread(target=_produce_paced, args=(kafka_settings, good, 800.0))
+    producer = threading.Thread(target=produce_paced, args=(kafka_settings, good, 800.0))
     producer.start()
     deadline = time.monotonic() + 90
     partial: dict = {"requests": []}

@@ -15,13 +15,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
-from distillery.settings import Settings, load_settings
+from distillery.settings import load_settings
 from schemas.records import Ticket
 from schemas.serde import encode
 from streams.topics import create_topics
-from tests.streams.kit import collect, start_classify, stop
+from tests.streams.kit import collect, produce_paced, start_classify, stop
 from workers.runtime.procs import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -36,18 +35,6 @@ def _events_in(port: int) -> float:
         return 0.0
     found = re.findall(r'^distillery_events_in_total\{task="tickets"\} (\S+)$', text, re.M)
     return float(found[0]) if found else 0.0
-
-
-def _produce_paced(settings: Settings, items: list[tuple[bytes, bytes]], rate: float) -> None:
-    producer = KafkaProducer(acks="all", linger_ms=5, **settings.kafka_python_kwargs())
-    started = time.monotonic()
-    for i, (key, value) in enumerate(items):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        producer.send(settings.topic("tickets"), key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def _wait(predicate: object, timeout_s: float, what: str) -> None:
@@ -74,7 +61,7 @@ def test_add_a_worker_then_stop_one_under_load(kafka_bootstrap: str, tmp_path: P
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
     worker_a = start_classify(settings, log_a, DISTILLERY_WEB_PORT=str(port_a), **extra)
     worker_b = None
-    producer = threading.Thread(target=_produce_paced, args=(settings, good, 250.0))
+    producer = threading.Thread(target=produce_paced, args=(settings, good, 250.0))
     producer.start()
     try:
         _wait(lambda: _events_in(port_a) > 500, 120, "worker A to read events")
