@@ -4,7 +4,9 @@ It listens on 127.0.0.1 (a random port by default) in a background thread and sp
 ``POST /v1/chat/completions``: the answer is ``choices[0].message.content`` = the JSON
 ``{"label": ...}``, with a ``usage`` field (about four characters a token).
 
-What it answers for an item (the text between ``<<<`` and ``>>>`` in the last user message):
+What it answers for an item (the last user message as the teacher client writes it,
+``workers.teacher.openai_client.user_prompt``: a header line, then the item as one JSON
+string, which it decodes; a message not in that form is taken whole):
 
 - a script: ``server.script("item-7", status(429), label("billing"))`` — calls whose item
   text contains ``item-7`` get these replies in order, the last one repeating;
@@ -32,7 +34,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_ITEM = re.compile(r"<<<\n(.*)\n>>>", re.DOTALL)
 _INJECTED = re.compile(r'"label"\s*:\s*"([^"]+)"')
 _EXPECT = re.compile(r"expect:([A-Za-z0-9_-]+)")
 _LISTED = re.compile(r"^- ([A-Za-z0-9_-]+)", re.MULTILINE)
@@ -72,6 +73,17 @@ class Call:
     status: int
     answer: str | None
     structured: bool
+
+
+def item_of(content: str) -> str:
+    """The item text of a user message: the JSON string after its first line (what
+    ``user_prompt`` writes), else the whole message."""
+    _, _, rest = content.partition("\n")
+    try:
+        value = json.loads(rest)
+    except ValueError:
+        return content
+    return value if isinstance(value, str) else content
 
 
 def gullible_answer(item: str, labels: list[str]) -> str:
@@ -141,8 +153,7 @@ class FakeTeacherServer:
         """The reply to one request body, and the item it was about."""
         messages = body.get("messages") or []
         last = str(messages[-1].get("content", "")) if messages else ""
-        found = _ITEM.search(last)
-        item = found.group(1) if found else last
+        item = item_of(last)
         with self._lock:
             if time.monotonic() < self._down_until:
                 mode = self._down_mode
