@@ -23,6 +23,10 @@ ends the process with ``FATAL_EXIT`` and nothing committed). Hot swap: the tier-
 follows the ``models`` topic under the key ``<task>/embed`` with the classify worker's
 follower (no group, from the start), swapped between batches. Before subscribing the worker
 waits until its topics are in the cluster metadata (DESIGN §4).
+
+Metrics (``streams.metrics.RefineMetrics``, ``distillery_refine_*``) are served on
+``/metrics`` at ``metrics_port`` (the CLI's ``--metrics-port``, default
+``DISTILLERY_METRICS_PORT``; 0: off).
 """
 
 from __future__ import annotations
@@ -46,10 +50,13 @@ from schemas.serde import decode, encode
 from streams.app import FATAL_EXIT, FatalSendError, Output, send_until_acknowledged
 from streams.decode import RawEvent, dead_letter, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, inside_registry
+from streams.metrics import RefineMetrics
 from streams.routing import Policy, StudentLike, audit_selected, task_rules
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics
 
 log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 5.0  # how often the consumer lag gauge is refreshed
 
 
 def group_id(settings: Settings, task: TaskConfig) -> str:
@@ -62,10 +69,11 @@ class RefineRuntime:
     holder: ModelHolder
     policy: Policy
     topics: dict[str, str] = field(default_factory=dict)  # role -> full topic name
-    counts: dict[str, int] = field(default_factory=dict)  # outcome -> items (for the log)
+    metrics: RefineMetrics = None  # type: ignore[assignment]  # one per task if not given
 
-    def count(self, what: str, n: int = 1) -> None:
-        self.counts[what] = self.counts.get(what, 0) + n
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = RefineMetrics(self.task.name)
 
 
 def tier2_route(task: TaskConfig, student: StudentLike | None, requests: list[TeacherRequest],
@@ -103,29 +111,36 @@ def tier2_route(task: TaskConfig, student: StudentLike | None, requests: list[Te
 def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096) -> list[Output]:
     """Decode, score with tier 2 and route one batch. Never raises for bad input, and a
     tier-2 failure forwards the batch to the teacher unchanged."""
+    m = rt.metrics
+    m.items_in.inc(len(raws))
+    m.batch_size.observe(len(raws))
     out: list[Output] = []
     requests: list[TeacherRequest] = []
     for raw in raws:
         try:
             requests.append(decode(raw.value or b"", TeacherRequest))
         except DistilleryError as exc:  # not a teacher request: nothing to route
-            rt.count("dead_lettered")
+            m.dead.labels(rt.task.name, "undecodable").inc()
             out.append((rt.topics["deadletter"], raw.key, encode(dead_letter(
                 rt.task.name, raw, "undecodable", str(exc), keep_bytes))))
+    started = time.perf_counter()
     try:
         routed = tier2_route(rt.task, rt.holder.current, requests, rt.policy)
+        if rt.holder.current is None and requests:
+            m.unscored.labels(rt.task.name, "no_model").inc(len(requests))
     except Exception:  # the encoder or the head failed: the teacher decides the batch
         log.exception("task %s: tier 2 failed on a batch of %d; forwarding it to the teacher",
                       rt.task.name, len(requests))
-        rt.count("tier2_failed", len(requests))
+        m.unscored.labels(rt.task.name, "tier2_failed").inc(len(requests))
         routed = [(None, r) for r in requests]
+    m.inference.observe(time.perf_counter() - started)
     for decision, request in routed:
         key = (decision or request).id.encode("utf-8")  # type: ignore[union-attr]
         if decision is not None:
-            rt.count("decided")
+            m.decided.inc()
             out.append((rt.topics["results"], key, encode_output(rt.task, decision)))
         if request is not None:
-            rt.count("audit" if request.reason == "audit" else "forwarded")
+            m.forwarded.labels(rt.task.name, request.reason).inc()
             out.append((rt.topics["teacher"], key, encode(request)))
     return out
 
@@ -154,8 +169,8 @@ def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
 
 class RefineWorker:
     def __init__(self, settings: Settings, task: TaskConfig, loader: Loader | None = None,
-                 on_fatal: Callable[[int], None] | None = None) -> None:
-        from models.embed.tier2 import encoder_loader, registry_key
+                 on_fatal: Callable[[int], None] | None = None, metrics_port: int = 0) -> None:
+        from models.embed.tier2 import encoder_loader, registry_key, tier_version
 
         self.settings = settings
         self.task = task
@@ -163,7 +178,11 @@ class RefineWorker:
         loader = loader or tier2_loader(settings, encoder_loader(settings.cache_dir,
                                                                  settings.student_threads))
         self.key = registry_key(task.name)
-        holder = ModelHolder(self.key, loader, lambda key, version: None)
+        self.metrics_port = metrics_port
+        metrics = RefineMetrics(task.name)
+        holder = ModelHolder(self.key, loader,
+                             lambda key, version: metrics.serving(tier_version(version)),
+                             lambda key: metrics.swaps_rejected.inc())
         policy = Policy(
             audit_rate=task.policy.audit_rate if task.policy.audit_rate is not None
             else settings.audit_rate,
@@ -174,7 +193,7 @@ class RefineWorker:
             "results": settings.topic(task.results_topic),
             "teacher": settings.topic(task.teacher_topic),
             "deadletter": settings.topic(DEADLETTER_TOPIC),
-        })
+        }, metrics)
         self.follower = AnnouncementFollower(settings, {self.key: holder})
         self._stop = asyncio.Event()
         self.batches = 0
@@ -196,6 +215,7 @@ class RefineWorker:
         consumer = AIOKafkaConsumer(group_id=group_id(s, self.task), enable_auto_commit=False,
                                     auto_offset_reset="earliest", metadata_max_age_ms=30_000,
                                     **kafka)
+        self.rt.metrics.serve(self.metrics_port)
         follow = asyncio.create_task(self._follow())
         await producer.start()
         try:
@@ -212,7 +232,9 @@ class RefineWorker:
             await asyncio.gather(follow, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
-            log.info("refine worker for %s stopped: %s", self.task.name, self.rt.counts)
+            self.rt.metrics.close()
+            log.info("refine worker for %s stopped: %s", self.task.name,
+                     self.rt.metrics.summary())
 
     async def _wait_ready(self) -> None:
         ready = asyncio.create_task(self.follower.ready.wait())
@@ -229,7 +251,11 @@ class RefineWorker:
         from aiokafka.errors import CommitFailedError
 
         s = self.settings
+        lag_at = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - lag_at >= LAG_EVERY_S:
+                lag_at = time.monotonic()
+                await self._measure_lag(consumer)
             batch = await consumer.getmany(timeout_ms=int(s.batch_within_s * 1000) or 1,
                                            max_records=s.batch_size)
             messages = [m for part in batch.values() for m in part]
@@ -258,15 +284,27 @@ class RefineWorker:
                 log.warning("refine worker for %s: commit failed (%s); the batch will be "
                             "redelivered", self.task.name, exc)
             self.batches += 1
-            log.debug("refine %s: batch of %d in %.3f s", self.task.name, len(raws),
-                      time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.rt.metrics.batch_seconds.observe(took)
+            log.debug("refine %s: batch of %d in %.3f s", self.task.name, len(raws), took)
+
+    async def _measure_lag(self, consumer: Any) -> None:
+        for tp in consumer.assignment():
+            try:
+                position = await consumer.position(tp)
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned any more, or not fetched yet
+                continue
+            if high is None:
+                continue
+            self.rt.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
 
 
-def run_refine(settings: Settings, task: TaskConfig) -> None:
+def run_refine(settings: Settings, task: TaskConfig, metrics_port: int = 0) -> None:
     """Run the refine worker until SIGTERM/SIGINT (it finishes its batch, commits, exits)."""
     from workers.runtime.signals import run_until_signal
 
-    run_until_signal(RefineWorker(settings, task))
+    run_until_signal(RefineWorker(settings, task, metrics_port=metrics_port))
 
 
 __all__ = ["RefineRuntime", "RefineWorker", "refine_batch", "run_refine", "tier2_route"]

@@ -6,7 +6,8 @@ acceptance thresholds set out of reach so that every non-critical item is tier 2
 policy accepts (``decided_by`` student, ``model_version`` ``embed-v0001``) and forwards the
 rest to ``moderation.teacher`` with both tiers' scores; a critical item skips tier 2. Then a
 second tier-2 version is announced on ``models`` (key ``moderation/embed``) and the running
-refine worker decides with it (``embed-v0002``) without a restart.
+refine worker decides with it (``embed-v0002``) without a restart. Its ``/metrics`` is scraped
+after each phase: the counts and the serving version agree with the topics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from kafka import KafkaProducer
@@ -34,6 +36,7 @@ from schemas.serde import decode, encode
 from streams.announce import announce_manifest
 from streams.topics import create_topics
 from tests.streams.kit import REPO, read_all, start_classify, stop, worker_env
+from workers.runtime.procs import free_port
 from workers.sim.synth import generate, labels_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -69,6 +72,17 @@ def _wait(settings: Settings, done: object, timeout_s: float = 150) -> tuple[
         if done(decisions, requests) or time.monotonic() > deadline:  # type: ignore[operator]
             return decisions, requests
         time.sleep(1.0)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """``/metrics`` as {sample with its labels: value}, the ``distillery_refine_*`` ones."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("distillery_refine_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
@@ -122,8 +136,10 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     classify = start_classify(settings, tmp_path / "classify.log", ("moderation",),
                               DISTILLERY_TASKS_FILE=str(tasks_file))
     refine_log = open(tmp_path / "refine.log", "ab")  # noqa: SIM115 - the child owns it
+    port = free_port()
     refine = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "refine", "--task", "moderation"],
+        [sys.executable, "-m", "workers.cli", "worker", "refine", "--task", "moderation",
+         "--metrics-port", str(port)],
         env=worker_env(settings, DISTILLERY_TASKS_FILE=str(tasks_file)), cwd=REPO,
         stdout=refine_log, stderr=subprocess.STDOUT)
     try:
@@ -154,6 +170,19 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
                                                                         "moderation.refine")}
         assert ids["critical"] not in refined and {ids["tier2"], ids["teacher"]} <= refined
 
+        # /metrics: what it read, decided and forwarded, and the version serving
+        scraped = _scrape(port)
+        t = 'task="moderation"'
+        audits = sum(1 for r in requests if r.reason == "audit")
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == len(refined) == 2
+        assert scraped[f"distillery_refine_decided_total{{{t}}}"] == 1
+        assert scraped[f'distillery_refine_forwarded_total{{reason="low_confidence",{t}}}'] == 1
+        assert scraped.get(f'distillery_refine_forwarded_total{{reason="audit",{t}}}',
+                           0.0) == audits
+        assert scraped[f"distillery_refine_batch_seconds_count{{{t}}}"] >= 1
+        serving = f'distillery_refine_model_version_info{{{t},version="embed-v0001"}}'
+        assert scraped.get(serving) == 1, [k for k in scraped if "version_info" in k]
+
         # hot swap: v2 accepts the item v1 forwarded; the running worker picks it up
         _publish(registry, key, t2.model, t2.manifest(), routine, settings, True)
         template = chosen["teacher"]
@@ -170,6 +199,10 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
                             and d.model_version == "embed-v0002"), None)
         assert swapped is not None, (tmp_path / "refine.log").read_text()[-3000:]
         assert swapped.label == labels2[pick["teacher"]] and swapped.decided_by == "student"
+        scraped = _scrape(port)
+        assert scraped[f'distillery_refine_model_version_info{{{t},version="embed-v0002"}}'] == 1
+        assert not any("embed-v0001" in name for name in scraped)
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == 2 + len(sent)
     finally:
         codes = (stop(classify), stop(refine))
     assert codes == (0, 0), (tmp_path / "refine.log").read_text()[-3000:]

@@ -71,8 +71,9 @@ def request(i: str, text: str) -> TeacherRequest:
 def test_tier2_decides_what_it_accepts_and_forwards_the_rest_with_both_scores() -> None:
     tier = FixedTier("embed-v0003", {"sure": one_hot("ok", 0.95), "unsure": one_hot("spam", 0.5),
                                      "alarming": one_hot("ok", 0.6)[:6] + [0.35, 0.0]})
-    out = refine_batch(runtime(tier), [raw(request("a", "sure")), raw(request("b", "unsure")),
-                                       raw(request("c", "alarming")), raw(b"garbage", 3)])
+    rt = runtime(tier)
+    out = refine_batch(rt, [raw(request("a", "sure")), raw(request("b", "unsure")),
+                            raw(request("c", "alarming")), raw(b"garbage", 3)])
     by_topic: dict[str, list[bytes]] = {}
     for topic, _, value in out:
         by_topic.setdefault(topic, []).append(value)
@@ -86,6 +87,13 @@ def test_tier2_decides_what_it_accepts_and_forwards_the_rest_with_both_scores() 
     assert (b.tier2_label, b.tier2_version) == ("spam", "embed-v0003")
     assert forwarded["c"].reason == "critical"  # tier 2's floor for self_harm
     assert len(by_topic["d"]) == 1  # only what is not a request at all
+    m = rt.metrics
+    assert [m.value("distillery_refine_items_in_total"), m.value("distillery_refine_decided_total"),
+            m.value("distillery_refine_forwarded_total", reason="low_confidence"),
+            m.value("distillery_refine_forwarded_total", reason="critical"),
+            m.value("distillery_refine_dead_lettered_total", reason="undecodable")] == [
+        4, 1, 1, 1, 1]
+    assert m.value("distillery_refine_inference_seconds_count") == 1
 
 
 def test_audits_of_tier2_decisions_carry_both_tiers() -> None:
@@ -99,10 +107,15 @@ def test_audits_of_tier2_decisions_carry_both_tiers() -> None:
 
 def test_without_tier2_or_when_it_fails_the_batch_goes_on_to_the_teacher() -> None:
     reqs = [request("a", "sure"), request("b", "unsure")]
-    for rt in (runtime(None), runtime(FixedTier("embed-v1", {}, fail=True))):
+    for cause, rt in (("no_model", runtime(None)),
+                      ("tier2_failed", runtime(FixedTier("embed-v1", {}, fail=True)))):
         out = refine_batch(rt, [raw(r, i) for i, r in enumerate(reqs)])
         assert [t for t, _, _ in out] == ["t", "t"]
         assert [decode(v, TeacherRequest) for _, _, v in out] == reqs
+        assert rt.metrics.value("distillery_refine_unscored_total", cause=cause) == 2
+        assert rt.metrics.value("distillery_refine_forwarded_total",
+                                reason="low_confidence") == 2
+        assert rt.metrics.summary()["unscored/" + cause] == 2
 
 
 def test_tier1_sends_low_confidence_to_refine_only_in_a_cascade_task() -> None:

@@ -83,6 +83,10 @@ def trainer(
 @worker_app.command("refine")
 def refine(
     task: Annotated[str, typer.Option("--task", "-t", help="Task whose <task>.refine to serve")],
+    metrics_port: Annotated[
+        Optional[int],  # noqa: UP045 - typer reads the annotation
+        typer.Option(help="Port of /metrics (0: off; default: DISTILLERY_METRICS_PORT)"),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
 ) -> None:
     """Tier 2 of the cascade: consume <task>.refine; decide what the tier-2 policy accepts and
@@ -100,4 +104,4 @@ def refine(
         raise ConfigError(f"task {config.name} does not enable the embed tier (tiers = "
                           f"{config.tiers}): set tiers = [\"ngram\", \"embed\"] in its tasks file")
     create_topics(settings)
-    run_refine(settings, config)
+    run_refine(settings, config, settings.metrics_port if metrics_port is None else metrics_port)
