@@ -25,6 +25,13 @@ def escalations_topic(task: TaskConfig) -> str:
     return f"{task.name}.escalations"
 
 
+def teacher_ledger_topic(task: TaskConfig) -> str:
+    """``<task>.teacher.ledger``: the teacher workers' shared outcomes and spend (JSON, keyed by
+    memo key; compacted, and deleted after the teacher topic's retention). See
+    ``workers.teacher.ledger``."""
+    return f"{task.name}.teacher.ledger"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str  # full name, prefix included
@@ -53,6 +60,8 @@ def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) ->
             (escalations_topic(task), "escalation"),
         ):
             specs.append(TopicSpec(settings.topic(name), schema, n, dict(retention), task.name))
+        specs.append(TopicSpec(settings.topic(teacher_ledger_topic(task)), "teacher_ledger", n,
+                               {"cleanup.policy": "compact,delete", **retention}, task.name))
         if task.cascade:  # tier 1 → tier 2: what the n-gram student leaves to the embeddings
             specs.append(TopicSpec(settings.topic(task.refine_topic), "teacher_request", n,
                                    dict(retention), task.name))

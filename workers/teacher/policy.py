@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from bisect import insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -128,6 +129,12 @@ class Budget:
     A call is counted when it is made (``try_acquire``); its cost when it is known
     (``add_cost``). Calls already in flight when the cost budget runs out may overshoot it by
     at most their own cost.
+
+    Shared by several workers (``workers.teacher.ledger``): each worker's budget counts its
+    own calls live and the others' as their outcomes arrive from the ledger (``restore``,
+    in any order: the windows stay sorted by time), and ``gate`` (the ledger is fresh) must
+    hold for any call to go out. The overshoot is then the calls the workers have in flight
+    together, plus those started before the last outcomes reached them (the ledger's lag).
     """
 
     CALL_WINDOW_S = 60.0
@@ -141,6 +148,7 @@ class Budget:
         self._calls: deque[float] = deque()
         self._costs: deque[tuple[float, float]] = deque()
         self._cost_sum = 0.0
+        self.gate: Callable[[], bool] | None = None  # must hold too (e.g. the ledger is fresh)
 
     def _expire(self) -> float:
         now = self.clock()
@@ -154,7 +162,8 @@ class Budget:
 
     def available(self) -> bool:
         self._expire()
-        return len(self._calls) < self.calls_per_minute and self._cost_sum < self.cost_per_hour
+        return (len(self._calls) < self.calls_per_minute and self._cost_sum < self.cost_per_hour
+                and (self.gate is None or self.gate()))
 
     def try_acquire(self) -> bool:
         """Count one call if the budget allows it; False (nothing counted) if spent."""
@@ -170,15 +179,19 @@ class Budget:
         >>> budget.restore([(90.0, 4, 0.5), (50.0, 3, 0.25)], wall_now=100.0)
         >>> budget.calls_left, budget.cost_left
         (3.0, 0.25)
+
+        Entries may come late and out of order (another worker's, from the ledger): each
+        takes its place by time, so the oldest still leaves the window first.
         """
         now = self.clock()
         for at, calls, cost in sorted(spent):
             age = max(0.0, wall_now - at)
             stamp = now - age
             if age < self.CALL_WINDOW_S:
-                self._calls.extend([stamp] * calls)
+                for _ in range(calls):
+                    insort(self._calls, stamp)
             if age < self.COST_WINDOW_S and cost > 0:
-                self._costs.append((stamp, cost))
+                insort(self._costs, (stamp, cost))
                 self._cost_sum += cost
 
     def add_cost(self, cost: float) -> None:

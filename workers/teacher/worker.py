@@ -6,10 +6,13 @@ by the request id. A partition's offset is committed only up to its oldest reque
 outputs are not yet acknowledged by the broker (at-least-once). While the teacher is
 unavailable (breaker open or budget spent) and the task has no fallback, every partition is
 paused: requests wait in Kafka, nothing is dropped. Outcomes are stored by id and text
-hash, so a redelivered request replays its outcome instead of paying again; the budget is
-restored from them at start. A critical item the teacher refuses goes to
-``<task>.escalations``; a dead letter keeps a bounded prefix of the request with its size
-and sha256. Every send's future is checked: a retriable failure is re-sent, a
+hash, so a redelivered request replays its outcome instead of paying again. Several
+workers on one group (one host or several) share that memory and the budget through the
+ledger topic ``<task>.teacher.ledger`` (``workers.teacher.ledger``): an outcome is
+acknowledged there before the outputs are sent, every worker reads the whole ledger, and
+it has caught up before it consumes and after each assignment. A critical item the teacher
+refuses goes to ``<task>.escalations``; a dead letter keeps a bounded prefix of the request
+with its size and sha256. Every send's future is checked: a retriable failure is re-sent, a
 non-retriable one stops the worker with an error (nothing after it is committed).
 Before subscribing it waits until its topics are in the cluster metadata (DESIGN §4).
 SIGTERM/SIGINT: stop fetching, finish calls in flight (requests still waiting are left for
@@ -33,20 +36,26 @@ from aiokafka import (
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 
-from distillery.errors import DistilleryError, SerializationError
+from distillery.errors import BrokerError, DistilleryError, SerializationError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.records import Escalation, TeacherRequest
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter
-from streams.topics import DEADLETTER_TOPIC, escalations_topic, wait_for_topics
+from streams.topics import (
+    DEADLETTER_TOPIC,
+    escalations_topic,
+    teacher_ledger_topic,
+    wait_for_topics,
+)
 from workers.runtime.signals import run_until_signal
 from workers.teacher.base import Teacher, TeacherCallError
+from workers.teacher.ledger import LedgerReader, SpendCounter, encode_entry
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker
 from workers.teacher.policy import Budget, CircuitBreaker, RetryPolicy
 from workers.teacher.resolve import Abandoned, Resolver, records_for
-from workers.teacher.store import Outcome, OutcomeStore, memo_key, store_path
+from workers.teacher.store import Outcome, OutcomeStore, entry_for, memo_key, store_path
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.worker.assigned = set(assigned)
+        try:  # what the partitions' previous owners stored is in the cache before we consume
+            await self.worker.ledger.caught_up()
+        except Exception as exc:  # noqa: BLE001 - aiokafka would only log it
+            log.error("teacher worker for %s: cannot read the ledger: %s", self.worker.task.name,
+                      exc)
+            self.worker._fail(exc)
         if not assigned:
             log.warning("teacher worker for %s assigned no partitions (more workers than "
                         "partitions, or %s not in its metadata)", self.worker.task.name,
@@ -80,7 +95,7 @@ class TeacherWorker:
                  retry: RetryPolicy | None = None, breaker: CircuitBreaker | None = None,
                  budget: Budget | None = None, metrics_port: int = 0,
                  max_pending: int | None = None, commit_interval_s: float = 0.5,
-                 drain_timeout_s: float | None = None) -> None:
+                 drain_timeout_s: float | None = None, ledger_max_lag_s: float = 5.0) -> None:
         self.settings = settings
         self.task = task
         self.teacher = teacher
@@ -95,8 +110,14 @@ class TeacherWorker:
                                     settings.teacher_cost_per_hour),
             metrics=self.metrics, concurrency=settings.teacher_concurrency)
         self.store = OutcomeStore(store_path(settings, task))
-        # What was spent in the last hour still counts after a restart.
-        self.resolver.budget.restore(self.store.spent_since(time.time() - 3600), time.time())
+        # What was spent in the last hour still counts after a restart: this host's cache now,
+        # what the other workers spent since as the ledger is read (each payment once).
+        self.spend = SpendCounter(self.resolver.budget)
+        self.spend.restore(self.store.entries_since(time.time() - 3600))
+        self.ledger = LedgerReader(settings, task, self.store, self.spend,
+                                   max_lag_s=ledger_max_lag_s)
+        self.ledger_topic = settings.topic(teacher_ledger_topic(task))
+        self._ledger_partitions = 0
         self.tracker = OffsetTracker()
         self.max_pending = max_pending or max(16, settings.teacher_concurrency * 4)
         self.commit_interval_s = commit_interval_s
@@ -124,8 +145,10 @@ class TeacherWorker:
         kafka = self.settings.aiokafka_kwargs()
         s = self.settings
         topics = [self.source, s.topic(self.task.results_topic), s.topic(self.task.verdicts_topic),
-                  s.topic(DEADLETTER_TOPIC), s.topic(escalations_topic(self.task))]
-        await wait_for_topics(s, topics)
+                  s.topic(DEADLETTER_TOPIC), s.topic(escalations_topic(self.task)),
+                  self.ledger_topic]
+        counts = await wait_for_topics(s, topics)
+        self._ledger_partitions = counts[self.ledger_topic]
         self._producer = AIOKafkaProducer(
             acks="all", linger_ms=5,
             request_timeout_ms=int(s.producer_request_timeout_s * 1000), **kafka)
@@ -135,6 +158,10 @@ class TeacherWorker:
         self.metrics.serve(self.metrics_port)
         await self._producer.start()
         try:
+            # the group's memory and spend before the first request: no call paid twice,
+            # no call over the shared budget
+            await self.ledger.start(self._ledger_partitions)
+            self.resolver.budget.gate = self.ledger.fresh
             await self._consumer.start()
             self._consumer.subscribe([self.source], listener=_Rebalance(self))
             log.info("teacher worker for %s: %s -> %s, teacher %s", self.task.name, self.source,
@@ -157,6 +184,7 @@ class TeacherWorker:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        await self.ledger.stop()
         await self.teacher.aclose()
         self.store.close()
         log.info("teacher worker for %s stopped", self.task.name)
@@ -166,6 +194,9 @@ class TeacherWorker:
         assert self._consumer is not None
         last_commit = asyncio.get_running_loop().time()
         while not self._stop.is_set():
+            failure = self.ledger.failure()
+            if failure is not None:  # it cannot share memory or budget any more: stop
+                raise BrokerError(f"the teacher ledger reader failed: {failure}") from failure
             if len(self._tasks) >= self.max_pending:  # full: wait for a slot, not a fetch
                 await asyncio.wait(self._tasks, timeout=0.1,
                                    return_when=asyncio.FIRST_COMPLETED)
@@ -195,10 +226,12 @@ class TeacherWorker:
         if unavailable != self._unavailable:
             self._unavailable = unavailable
             self.pauses += int(unavailable)
-            log.info("teacher for %s %s (breaker %s, calls left %.0f, cost left %.4f)%s",
+            log.info("teacher for %s %s (breaker %s, calls left %.0f, cost left %.4f, "
+                     "ledger %s)%s",
                      self.task.name, "unavailable" if unavailable else "available again",
                      self.resolver.breaker.state, self.resolver.budget.calls_left,
                      self.resolver.budget.cost_left,
+                     "fresh" if self.ledger.fresh() else "stale",
                      "" if self.task.policy.fallback else
                      (": stop consuming" if unavailable else ": consuming"))
         self.metrics.paused.set(1 if unavailable and not self.task.policy.fallback else 0)
@@ -264,10 +297,11 @@ class TeacherWorker:
             await self._dead_letter(message, "wrong_task",
                                     f"request for task {request.task} on {message.topic}")
             return
-        await self._emit(message, request, await self._outcome_for(request))
+        await self._emit(message, request, await self._outcome_for(request, message.partition))
 
-    async def _outcome_for(self, request: TeacherRequest) -> Outcome:
-        """The stored outcome, the one a duplicate in flight is getting, or a new one."""
+    async def _outcome_for(self, request: TeacherRequest, partition: int = 0) -> Outcome:
+        """The stored outcome, the one a duplicate in flight is getting, or a new one (stored
+        here and acknowledged in the ledger before it is returned)."""
         key = memo_key(request.id, request.text)
         stored = self.store.get(key)
         if stored is not None:
@@ -282,6 +316,7 @@ class TeacherWorker:
         self._by_key[key] = future
         try:
             outcome = await self.resolver.resolve(request)
+            await self._remember(key, outcome, partition)
         except BaseException as exc:
             future.set_exception(Abandoned() if isinstance(exc, Abandoned | asyncio.CancelledError)
                                  else exc)
@@ -289,11 +324,27 @@ class TeacherWorker:
             raise
         finally:
             self._by_key.pop(key, None)
-        if outcome.kind != "dead" or outcome.error_kind == "invalid_answer":
-            self.store.put(key, outcome)
         self.metrics.outcome(outcome.kind)
         future.set_result(outcome)
         return outcome
+
+    async def _remember(self, key: str, outcome: Outcome, partition: int) -> None:
+        """Store an outcome in the cache and the ledger (acknowledged) before any output.
+
+        A dead letter's outcome is not replayed (a redelivery asks again) but its calls are
+        recorded as spend. Outside ``run`` (no producer: unit tests) only the cache is written.
+        """
+        memo = outcome.kind != "dead" or outcome.error_kind == "invalid_answer"
+        if not memo and outcome.calls == 0:
+            return
+        entry = entry_for(key, outcome, memo)
+        self.store.write([entry])
+        self.spend.own(entry)  # counted by the budget as it was spent
+        if self._producer is None:
+            return
+        ledger_partition = partition % max(1, self._ledger_partitions)
+        await self._send_all([(self.ledger_topic, entry.key.encode("utf-8"),
+                               encode_entry(entry))], partition=ledger_partition, raw_topic=True)
 
     async def _emit(self, message: Message, request: TeacherRequest, outcome: Outcome) -> None:
         if outcome.kind == "dead":
@@ -331,8 +382,10 @@ class TeacherWorker:
                              self.settings.dead_letter_value_bytes)
         await self._send_all([(DEADLETTER_TOPIC, message.key, encode(record))])
 
-    async def _send_all(self, outputs: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Send and wait for the broker's acknowledgement of each output.
+    async def _send_all(self, outputs: list[tuple[str, bytes | None, bytes]], *,
+                        partition: int | None = None, raw_topic: bool = False) -> None:
+        """Send and wait for the broker's acknowledgement of each output (to ``partition``
+        if given; ``raw_topic``: the topic names are full names, prefix included).
 
         A retriable failure (an expired batch during an outage, a leader change) re-sends
         what failed with backoff; anything else raises (the worker stops with the error and
@@ -343,8 +396,9 @@ class TeacherWorker:
         while pending:
             futures: list[asyncio.Future[RecordMetadata]] = []
             for topic, key, value in pending:
-                futures.append(await self._producer.send(self.settings.topic(topic),
-                                                         value=value, key=key))
+                name = topic if raw_topic else self.settings.topic(topic)
+                futures.append(await self._producer.send(name, value=value, key=key,
+                                                         partition=partition))
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = []
             for out, result in zip(pending, results, strict=True):

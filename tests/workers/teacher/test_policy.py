@@ -476,3 +476,72 @@ def test_metrics_served_over_http() -> None:
     body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'distillery_teacher_cost_total{task="tickets"} 0.5' in body
     assert 'distillery_teacher_tokens_total{direction="in",task="tickets"} 100.0' in body
+
+
+# --- the shared budget and memory (the ledger's parts that need no broker) -----------------
+def test_budget_takes_late_entries_in_time_order_and_obeys_its_gate() -> None:
+    clock = Clock()
+    budget = Budget(calls_per_minute=10, cost_per_hour=1.0, clock=clock)
+    budget.add_cost(0.25)  # now (wall 5000)
+    budget.restore([(5000.0 - 3000, 1, 0.5)], wall_now=5000.0)  # older, arriving later
+    assert budget.cost_left == pytest.approx(0.25)
+    clock.now += 700  # the late entry is 3700 s old: it leaves first, though added last
+    assert budget.cost_left == pytest.approx(0.75)
+    open_gate = [False]
+    budget.gate = lambda: open_gate[0]
+    assert not budget.available() and not budget.try_acquire()
+    open_gate[0] = True
+    assert budget.try_acquire()
+
+
+def test_spend_counter_counts_each_payment_once() -> None:
+    from workers.teacher.ledger import SpendCounter
+    from workers.teacher.store import entry_for
+
+    budget = Budget(calls_per_minute=100, cost_per_hour=10.0, clock=Clock())
+    spend = SpendCounter(budget, wall=lambda: 5000.0)
+    mine = entry_for("a#1", Outcome("answer", "billing", cost=1.0, calls=1), stored_at=4990.0)
+    theirs = entry_for("b#1", Outcome("answer", "billing", cost=2.0, calls=1), stored_at=4995.0)
+    again = entry_for("b#1", Outcome("answer", "billing", cost=2.0, calls=1), stored_at=4999.0)
+    old = entry_for("c#1", Outcome("answer", "billing", cost=4.0, calls=1), stored_at=1000.0)
+    spend.own(mine)  # already in the budget when it was spent
+    assert spend.restore([mine, theirs, theirs, old]) == 1
+    assert spend.restore([theirs, again]) == 1  # the same item paid twice: both count
+    assert budget.cost_left == pytest.approx(6.0)
+    dead = entry_for("d#1", Outcome("dead", calls=2, cost=0.5), memo=False, stored_at=4999.5)
+    assert dead.key.startswith("d#1@") and not dead.memo
+
+
+def test_ledger_records_round_trip_and_reject_garbage() -> None:
+    from distillery.errors import SerializationError
+    from workers.teacher.ledger import decode_entry, encode_entry
+    from workers.teacher.store import entry_for
+
+    entry = entry_for("x#9", Outcome("answer", "refunds", "oracle", 12.5, 0.003, 100, 5, 2))
+    assert decode_entry(entry.key.encode(), encode_entry(entry)) == entry
+    with pytest.raises(SerializationError):
+        decode_entry(b"x#9", b"\x00not json")
+
+
+def test_outcome_store_cache_keeps_checkpoints_and_spend_only_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from workers.teacher.store import entry_for
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(str(path))  # a file from before the ledger
+    old.execute("CREATE TABLE outcomes (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+                " body TEXT NOT NULL, stored_at REAL NOT NULL)")
+    old.execute("INSERT INTO outcomes VALUES ('a#1', 'answer',"
+                " '{\"kind\": \"answer\", \"label\": \"billing\", \"cost\": 0.5}', 10.0)")
+    old.commit()
+    old.close()
+    store = OutcomeStore(path)
+    assert store.get("a#1") == Outcome("answer", "billing", cost=0.5)
+    dead = entry_for("b#1", Outcome("dead", calls=1, cost=0.25), memo=False, stored_at=11.0)
+    store.write([dead], {("t.ledger", 0): 7, ("t.ledger", 1): 3})
+    store.write([], {("t.ledger", 0): 5})  # another process, behind: never moves it back
+    assert store.get("b#1") is None  # spend only: never replayed
+    assert store.spent_since(0.0) == [(10.0, 0, 0.5), (11.0, 1, 0.25)]
+    assert store.checkpoint("t.ledger") == {0: 7, 1: 3} and store.checkpoint("other") == {}
+    store.close()
