@@ -79,6 +79,11 @@ def audit_selected(item_id: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") / 2.0**64 < rate
 
 
+def _millis(at: datetime) -> datetime:
+    """``at`` truncated to the millisecond, as Avro's timestamp-millis keeps it."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def _latency_ms(item: Item, now: datetime) -> float:
     if item.raw.timestamp_ms is None:
         return 0.0
@@ -110,7 +115,7 @@ def route_batch(
     task: TaskConfig, student: StudentLike | None, items: list[Item], policy: Policy
 ) -> list[Routed]:
     """Route a batch with one ``predict_many`` call."""
-    now = datetime.now(UTC)
+    now = _millis(datetime.now(UTC))
     if not items:
         return []
     if student is None:
@@ -126,9 +131,12 @@ def route_batch(
         conf = float(decided.confidence[i])
         reason = REASONS[int(decided.reason_codes[i])]
         if reason == "confident":
-            decision = Decision(
-                id=item.record.id, task=task.name, label=label, confidence=min(conf, 1.0),
-                decided_by="student", model_version=student.version, reason="confident",
+            # built from validated parts (a decoded record, the model's own label, a
+            # probability, a millisecond time): not validated again, it is the hot path
+            decision = Decision.model_construct(
+                id=item.record.id, task=task.name, label=label,
+                confidence=min(max(conf, 0.0), 1.0), decided_by="student",
+                model_version=student.version, reason="confident",
                 latency_ms=_latency_ms(item, now), cost=0.0, decided_at=now,
             )
             audit = None
