@@ -2,8 +2,14 @@
 
 Under a topic prefix of its own: the bootstrap version is trained and announced first, then
 the classify, teacher (``recorded``, answering from the history's teacher column) and trainer
-workers run as child processes while the history is produced at a steady rate; the outcome
-is read back from the results and verdicts topics.
+workers run as child processes; once each has joined its consumer group (a worker's start-up
+is not part of the stream's timing) the history is produced at a steady rate; the outcome
+is read back from the results and verdicts topics, and the prefix's topics and groups are
+deleted at the end. With ``tiers`` ``ngram,embed`` the task
+runs the cascade: a refine worker joins them (tier 2, trained and announced by the same
+trainer once it has verdicts), and each item's tier is read off its decision
+(``workers.report.figures.tier_of``: a student decision whose ``model_version`` starts with
+``embed-`` is tier 2's), as the in-process backtest counts it.
 """
 
 from __future__ import annotations
@@ -17,22 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from distillery.settings import Settings
+from distillery.tasks import TaskConfig
 from schemas.records import Decision, TeacherVerdict, TextItem
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
 from workers.offline.backtest import BacktestConfig, HistoryRow, backtest_task
 from workers.offline.figures import BacktestFigures, figures_of
-from workers.runtime.stack import children, prepare
+from workers.report.figures import tier_of
+from workers.runtime.stack import children, prepare, remove_topics
 from workers.runtime.supervisor import Supervisor
 from workers.trainer.refresh import refresh_config, refresh_once
 
 
-def _tasks_toml(task_labels: list[str], critical: list[str]) -> str:
+def _tasks_toml(task: TaskConfig) -> str:
     labels = ", ".join(
-        f'{{ name = {json.dumps(n)}, critical = {"true" if n in critical else "false"} }}'
-        for n in task_labels
+        f'{{ name = {json.dumps(spec.name)}, critical = {"true" if spec.critical else "false"} }}'
+        for spec in task.labels
     )
-    return f'[tasks.backtest]\nschema = "text"\nlabels = [{labels}]\n'
+    return (f'[tasks.{task.name}]\nschema = "text"\nlabels = [{labels}]\n'
+            f"tiers = {json.dumps(list(task.tiers))}\n")
 
 
 def _read(settings: Settings, topic: str) -> list[Any]:
@@ -45,19 +54,20 @@ def _read(settings: Settings, topic: str) -> list[Any]:
 
 def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
                   cfg: BacktestConfig, shuffle: int | None, rate: float = 150.0,
-                  progress: Callable[[str], None] = print, timeout_s: float = 900.0
-                  ) -> BacktestFigures:
+                  progress: Callable[[str], None] = print, timeout_s: float = 900.0,
+                  logs: Path | None = None) -> BacktestFigures:
+    """The backtest through Kafka; ``logs``: where the workers' log files go (default: a
+    temporary directory, deleted with everything else at the end)."""
     import random
 
 
     if shuffle is not None:
         history = history[:]
         random.Random(shuffle).shuffle(history)
-    task = backtest_task(history, bootstrap, cfg.critical)
+    task = backtest_task(history, bootstrap, cfg.critical, cfg.tiers)
     with tempfile.TemporaryDirectory(prefix="distillery-backtest-") as tmp:
         home = Path(tmp)
-        (home / "tasks.toml").write_text(_tasks_toml(task.label_names, cfg.critical),
-                                         encoding="utf-8")
+        (home / "tasks.toml").write_text(_tasks_toml(task), encoding="utf-8")
         with open(home / "teacher.jsonl", "w", encoding="utf-8") as handle:
             for row in history:
                 handle.write(json.dumps({"id": row.id, "label": row.teacher}) + "\n")
@@ -70,6 +80,7 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             "audit_rate": cfg.audit_rate,
             "critical_floor": cfg.critical_floor, "teacher_calls_per_minute": 1e6,
             "teacher_cost_per_hour": 1e6,
+            "metrics_port": 0,  # the refine worker's /metrics: off, no port to collide on
         })
         boot_file = home / "bootstrap.jsonl"
         with open(boot_file, "w", encoding="utf-8") as handle:
@@ -79,10 +90,11 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
         if bootstrap:
             refresh_once(s, task, bootstrap, [], 0, refresh_config(s),
                          announce=lambda m: announce_manifest(s, m))
-        supervisor = Supervisor(s, children(s, [task], home / "logs",
+        supervisor = Supervisor(s, children(s, [task], logs or home / "logs",
                                             bootstrap_files={"backtest": boot_file}))
         supervisor.start()
         try:
+            _await_workers(s, task, supervisor, progress)
             _produce(s, history, rate, supervisor, progress)
             decided = _await_decisions(s, {r.id for r in history}, supervisor, timeout_s,
                                        progress)
@@ -91,9 +103,49 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             supervisor.shutdown()
             if broker is not None:
                 broker.stop()
+            else:
+                remove_topics(s)
     labels = [decided[r.id].label for r in history]
     by: list[str] = [str(decided[r.id].decided_by) for r in history]
-    return figures_of(history, task, cfg, s, labels, by, len(verdicts), [])
+    tiers = [tier_of(decided[r.id]) for r in history]
+    return figures_of(history, task, cfg, s, labels, by, len(verdicts), [], tiers=tiers)
+
+
+def worker_groups(s: Settings, task: TaskConfig) -> list[str]:
+    """The consumer groups the backtest's workers join: classify, teacher, the trainer's
+    leadership lock and, in a cascade, refine."""
+    from streams.refine import group_id as refine_group
+    from workers.teacher.worker import group_id as teacher_group
+    from workers.trainer.leader import lock_group
+
+    groups = [f"{s.topic_prefix}distillery-classify", teacher_group(s, task),
+              lock_group(s, task.name)]
+    return groups + ([refine_group(s, task)] if task.cascade else [])
+
+
+def _await_workers(s: Settings, task: TaskConfig, supervisor: Supervisor,
+                   progress: Callable[[str], None], timeout_s: float = 180.0) -> None:
+    """Return once every worker's consumer group is ``Stable`` (its member joined)."""
+    from kafka import KafkaAdminClient
+
+    wanted = set(worker_groups(s, task))
+    admin = KafkaAdminClient(**s.kafka_python_kwargs(), request_timeout_ms=10000)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = {str(g["group_id"]): str(g.get("group_state", "")) for g in admin.list_groups()
+                      if g["group_id"] in wanted}
+            waiting = sorted(g for g in wanted if states.get(g) != "Stable")
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready within {timeout_s:.0f}s: "
+                                   f"{', '.join(waiting)} not joined")
+            supervisor.poll()
+            progress(f"waiting for {', '.join(waiting)}")
+            time.sleep(1.0)
+    finally:
+        admin.close()
 
 
 def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Supervisor,
