@@ -88,13 +88,14 @@ class Featurizer:
         out = np.zeros((n, width), dtype=np.int64)
         parts = self._features(texts) if n else []
         if parts:
-            items, hashes, rank, unigram = _ranked(parts, n)
-            counts = np.bincount(items, minlength=n)
+            per_part = [np.bincount(p[0], minlength=n) for p in parts]
+            counts = np.sum(per_part, axis=0)
             over = counts > width
-            if over.any():  # thin the non-unigram features of over-long items, then re-rank
-                words = np.bincount(items[unigram], minlength=n)
+            if over.any():  # thin the non-unigram features of over-long items first
+                words = np.sum([c for c, p in zip(per_part, parts, strict=True) if p[2]],
+                               axis=0)
                 parts = _thin(parts, over, words, counts, width)
-                items, hashes, rank, unigram = _ranked(parts, n)
+            items, hashes, rank, _ = _ranked(parts, n)
             keep = rank < width
             ids = (hashes[keep] % np.uint64(self.config.buckets)).astype(np.int64) + 1
             out[items[keep], rank[keep]] = ids
