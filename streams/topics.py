@@ -2,7 +2,7 @@
 
 Names follow DESIGN §9, after ``Settings.topic_prefix``. Every per-task topic has the same
 partition count so that an id's event, teacher request, verdict and decision share a
-partition number.
+partition number (except ``<task>.trainer.lock``, one partition that holds no records).
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ def teacher_ledger_topic(task: TaskConfig) -> str:
     memo key; compacted, and deleted after the teacher topic's retention). See
     ``workers.teacher.ledger``."""
     return f"{task.name}.teacher.ledger"
+
+
+def trainer_lock_topic(task: str) -> str:
+    """``<task>.trainer.lock``: one partition, never written; the trainers of a task elect
+    their leader by joining one consumer group on it (``workers.trainer.leader``)."""
+    return f"{task}.trainer.lock"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ def catalogue(settings: Settings, tasks: dict[str, TaskConfig] | None = None) ->
         if task.cascade:  # tier 1 → tier 2: what the n-gram student leaves to the embeddings
             specs.append(TopicSpec(settings.topic(task.refine_topic), "teacher_request", n,
                                    dict(retention), task.name))
+        # one partition: its holder in the trainer-lock group is the task's one trainer
+        specs.append(TopicSpec(settings.topic(trainer_lock_topic(task.name)), "raw", 1, {},
+                               task.name))
     specs.append(
         TopicSpec(settings.topic(MODELS_TOPIC), "model_announcement", 1,
                   {"cleanup.policy": "compact"})

@@ -55,7 +55,8 @@ def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
              bootstrap_files: dict[str, Path] | None = None,
              classify_workers: int = 1) -> list[Child]:
     """``classify_workers`` classify workers for all tasks, a teacher and a trainer worker per
-    task (one trainer per task: a second one would race the first on the registry)."""
+    task (one trainer per task: a second one would only stand by, as the lock group on
+    ``<task>.trainer.lock`` lets one lead; see ``workers.trainer.leader``)."""
     out = classify_children(settings, tasks, logs, classify_workers)
     for task in tasks:
         out.append(Child(f"teacher-{task.name}", ["worker", "teacher", "--task", task.name],

@@ -1,11 +1,26 @@
 """``distillery worker trainer``: verdicts and feedback into the store; periodic refreshes.
 
-A grouped aiokafka consumer applies each message to the ``TrainingStore`` (committing the
-store before the Kafka offsets, so a crash replays rather than loses), and a refresh runs
-on the schedule of ``refresh_step`` — after a cold start early (50, 100, 200, 400 …
-verdicts), then every ``refresh_every_verdicts`` new verdicts — or every
-``refresh_every_minutes`` (when there is something new), in a thread so the consumer keeps
-its group membership.
+An aiokafka consumer applies each message to the ``TrainingStore``, and a refresh runs on
+the schedule of ``refresh_step`` — after a cold start early (50, 100, 200, 400 … verdicts),
+then every ``refresh_every_verdicts`` new verdicts — or every ``refresh_every_minutes``
+(when there is something new), in a thread so the consumer and the lock keep their groups.
+
+One trainer per task. Several may run (on one host or several: a hot standby), but only the
+holder of the task's lock refreshes, promotes and announces (``workers.trainer.leader``:
+leader election through a consumer group on ``<task>.trainer.lock``); the others log
+"standing by" once, show ``distillery_trainer_leader 0`` and take over when the leader
+leaves. A leader checks with the broker that it still holds the lock right before it
+announces a version; a version trained by a trainer that lost the lock meanwhile is not
+announced and its local promotion is rolled back.
+
+Every trainer, leader or standby, reads *every* partition of ``<task>.verdicts`` and
+``<task>.feedback`` into its own store: the partitions are assigned, not shared through a
+consumer group (a group would split the verdicts between the trainers, and a standby's store
+would hold only part of them), and each resumes from the positions its store recorded in the
+same SQLite transaction as the records (so a crash replays rather than loses, and a takeover
+starts warm: the standby's store is as current as the leader's). The leader also commits its
+positions to the group ``<prefix>distillery-trainer-<task>`` (without joining it), so
+``distillery status`` shows the leading trainer's lag.
 """
 
 from __future__ import annotations
@@ -14,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -22,12 +37,21 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from workers.runtime.signals import run_until_signal
 from workers.trainer.consume import apply_message
+from workers.trainer.leader import LeadershipLost, TrainerLock, latest_announcements
 from workers.trainer.schedule import refresh_step
 from workers.trainer.store import TrainingStore
 
 log = logging.getLogger(__name__)
 
-Refresh = Callable[[TrainingStore], dict[str, Any]]
+Confirm = Callable[[], bool]  # "does this trainer still hold the task's lock?" (asks the broker)
+
+
+class Refresh(Protocol):
+    def __call__(self, store: TrainingStore, confirm: Confirm) -> dict[str, Any]: ...
+
+
+def _always() -> bool:
+    return True
 
 
 class TrainerMetrics:
@@ -46,6 +70,10 @@ class TrainerMetrics:
         self.last_refresh = Gauge("distillery_trainer_last_refresh_timestamp_seconds",
                                   "When the last refresh ended", ["task"], registry=r
                                   ).labels(**labels)
+        self.leader = Gauge("distillery_trainer_leader",
+                            "1 while this trainer holds its task's lock (refreshes and "
+                            "announces), 0 while it stands by", ["task"], registry=r
+                            ).labels(**labels)
 
 
 def store_path(settings: Settings, task: TaskConfig) -> Any:
@@ -64,6 +92,10 @@ def store_refresher(settings: Settings, task: TaskConfig,
     A task whose ``tiers`` include ``embed`` also gets its tier-2 head trained, gated,
     published under ``<task>/embed`` and announced (``workers.trainer.tier2``); embeddings
     are kept in the store's ``embeddings`` table (the encoder is loaded on first need).
+
+    ``confirm`` is asked right before each announcement: if this trainer no longer holds
+    the task's lock, the version's local promotion is rolled back and ``LeadershipLost`` is
+    raised (for tier 1 the refresh is recorded as failed; for tier 2 in its report).
     """
     from models.registry import Registry
     from streams.announce import announce_manifest
@@ -79,13 +111,20 @@ def store_refresher(settings: Settings, task: TaskConfig,
             encoder.append(encoder_loader(settings.cache_dir, settings.student_threads)())
         return encoder[0].encode(texts, 64)
 
-    def refresh(store: TrainingStore) -> dict[str, Any]:
+    def refresh(store: TrainingStore, confirm: Confirm = _always) -> dict[str, Any]:
+        def announce(manifest: Any) -> None:
+            if not confirm():
+                unpromote(Registry.from_settings(settings), manifest)
+                raise LeadershipLost(f"task {manifest.task}: this trainer lost the task's lock "
+                                     f"before announcing {manifest.version}; not announced")
+            announce_manifest(settings, manifest, "promote")
+
         examples, contradicted = store.examples()
         outcome = refresh_once(
             settings, task, bootstrap, examples, contradicted, refresh_config(settings),
-            announce=lambda m: announce_manifest(settings, m, "promote"),
+            announce=announce,
             embedder=StoredEmbeddings(store.db, encode) if task.cascade else None,
-            announce_tier2=lambda m: announce_manifest(settings, m, "promote"),
+            announce_tier2=announce,
         )
         store.record_refresh(stamp(), outcome.promoted, outcome.version, outcome.reason,
                              outcome.report)
@@ -105,6 +144,20 @@ def store_refresher(settings: Settings, task: TaskConfig,
     return refresh
 
 
+def unpromote(registry: Any, manifest: Any) -> None:
+    """Undo the local promotion of a version that will not be announced, so this host's
+    registry does not name as serving a version no worker serves."""
+    from distillery.errors import RegistryError
+
+    if registry.state(manifest.task).get("serving") != manifest.version:
+        return
+    try:
+        registry.rollback(manifest.task)
+    except RegistryError as exc:  # the first version: nothing earlier to serve locally
+        log.warning("task %s: %s stays the registry's serving version, unannounced (%s)",
+                    manifest.task, manifest.version, exc)
+
+
 class TrainerWorker:
     def __init__(self, settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
         self.settings = settings
@@ -117,6 +170,8 @@ class TrainerWorker:
         self.new_verdicts = int(self.store.get_meta("new_verdicts", "0"))
         self.last_refresh = time.monotonic()
         self._stop = asyncio.Event()
+        self.lock = TrainerLock(settings, task.name, self._leadership_changed)
+        self._took_over = False  # became leader: re-announce what this host left unannounced
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,30 +186,60 @@ class TrainerWorker:
             return True
         return time.monotonic() - self.last_refresh >= self.settings.refresh_every_minutes * 60
 
+    def _leadership_changed(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        if leading:
+            log.info("task %s: this trainer leads (lock %s): it refreshes and announces",
+                     self.task.name, self.lock.group)
+            self._took_over = True
+        else:
+            log.info("standing by: another trainer leads task %s (lock %s); reading the "
+                     "verdicts into this store, taking over when it leaves", self.task.name,
+                     self.lock.group)
+
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
 
-        from streams.topics import wait_for_topics
+        from streams.topics import trainer_lock_topic, wait_for_topics
 
-        await wait_for_topics(self.settings, list(self.roles))  # else: no partitions (§4)
-        await asyncio.to_thread(self.announce_serving)
+        lock_topic = self.settings.topic(trainer_lock_topic(self.task.name))
+        counts = await wait_for_topics(self.settings, [*self.roles, lock_topic])  # §4
         group = f"{self.settings.topic_prefix}distillery-trainer-{self.task.name}"
         consumer = AIOKafkaConsumer(
-            *self.roles, group_id=group,
-            enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=30_000,
+            group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
             **self.settings.aiokafka_kwargs(),
         )
         await consumer.start()
-        self.metrics.store_size.set(self.store.counts()["verdicts"])
+        await self.lock.start()
         try:
+            tps = [TopicPartition(t, p) for t in self.roles for p in range(counts[t])]
+            consumer.assign(tps)
+            positions = self.store.positions()
+            for tp in tps:
+                if (tp.topic, tp.partition) in positions:
+                    consumer.seek(tp, positions[(tp.topic, tp.partition)])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            self.metrics.store_size.set(self.store.counts()["verdicts"])
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=1000)
                 if batch:
                     self._apply(batch)
-                    await consumer.commit()
+                    if self.lock.leading:  # for `distillery status`: the leader's lag
+                        try:
+                            await consumer.commit()
+                        except KafkaError as exc:
+                            log.debug("could not commit the trainer's positions: %s", exc)
+                if not self.lock.leading:
+                    continue
+                if self._took_over:
+                    self._took_over = False
+                    await asyncio.to_thread(self.announce_serving)
                 if self.due():
                     await asyncio.to_thread(self.run_refresh)
         finally:
+            await self.lock.stop()
             await consumer.stop()
             self.store.close()
 
@@ -171,7 +256,7 @@ class TrainerWorker:
         log.info("task %s: refreshing the student (%d new verdicts)", self.task.name,
                  self.new_verdicts)
         try:
-            outcome = self.refresh(self.store)
+            outcome = self.refresh(self.store, self.lock.confirm_sync)
         except Exception as exc:  # a failed refresh is recorded; the worker goes on
             log.exception("task %s: refresh failed; recorded, the serving version stays",
                           self.task.name)
@@ -189,9 +274,14 @@ class TrainerWorker:
 
 
     def announce_serving(self) -> None:
-        """Announce the registry's serving version again: a version promoted but not yet
-        announced when the trainer died would otherwise never serve (announcements are
-        idempotent: a worker already serving it ignores it)."""
+        """On taking the lead: announce this host's serving version if the ``models`` topic
+        lacks it — a version promoted but not yet announced when the trainer died would
+        otherwise never serve.
+
+        It is announced when the topic has no announcement for the task, or names a version
+        this registry served *before* its serving one (this trainer promoted past it). It is
+        not when the topic names a version this registry never served: another trainer led
+        meanwhile, and this host's serving version is older than what serves."""
         from models.registry import Registry
         from streams.announce import announce_manifest
 
@@ -202,15 +292,35 @@ class TrainerWorker:
                 from models.embed.tier2 import registry_key
 
                 keys.append(registry_key(self.task.name))
+            latest = asyncio.run(latest_announcements(self.settings))
             for key in keys:
                 manifest = registry.serving(key)
-                if manifest is not None:
-                    announce_manifest(self.settings, manifest, "promote")
-                    log.info("task %s: re-announced serving version %s", key,
-                             manifest.version)
+                if manifest is None:
+                    continue
+                announced = latest.get(key)
+                if announced is not None:
+                    if announced.sha256 == manifest.sha256:
+                        continue  # it serves already
+                    earlier = registry.state(key).get("history", [])[:-1]
+                    if not any(_sha_of(registry, key, v) == announced.sha256 for v in earlier):
+                        log.info("task %s: %s serves (announced by another trainer); this "
+                                 "host's %s is not re-announced", key, announced.version,
+                                 manifest.version)
+                        continue
+                if not self.lock.confirm_sync():
+                    return
+                announce_manifest(self.settings, manifest, "promote")
+                log.info("task %s: re-announced serving version %s", key, manifest.version)
         except Exception as exc:  # noqa: BLE001 - the next promotion announces anyway
             log.warning("task %s: could not re-announce the serving version: %s",
                         self.task.name, exc)
+
+
+def _sha_of(registry: Any, key: str, version: str) -> str | None:
+    try:
+        return str(registry.show(key, version).sha256)
+    except Exception:  # noqa: BLE001 - a pruned version
+        return None
 
 
 def run_trainer(settings: Settings, task: TaskConfig, refresh: Refresh) -> None:

@@ -25,7 +25,7 @@ def _verdict(i: int, label: str = "billing") -> bytes:
 
 
 def test_a_failed_refresh_is_recorded_and_the_worker_goes_on(tmp_path: Path) -> None:
-    def broken(store: TrainingStore) -> dict[str, Any]:
+    def broken(store: TrainingStore, confirm: Any) -> dict[str, Any]:
         raise RuntimeError("training blew up")
 
     worker = TrainerWorker(load_settings(state_dir=tmp_path), TICKETS, broken)

@@ -121,7 +121,7 @@ def test_replaying_the_topics_rebuilds_the_live_store(kafka_settings: Settings,
 
     refreshes: list[int] = []
     live = TrainerWorker(s.model_copy(update={"refresh_every_verdicts": 100}), task,
-                         lambda store: refreshes.append(store.counts()["verdicts"]) or {})
+                         lambda store, confirm: refreshes.append(store.counts()["verdicts"]) or {})
 
     async def run_live() -> None:
         runner = asyncio.create_task(live.run())
@@ -287,7 +287,7 @@ def test_a_student_without_a_critical_label_does_not_serve(clinc: dict, tmp_path
 def test_the_trainer_refreshes_early_after_a_cold_start(tmp_path: Path) -> None:
     s = Settings(state_dir=tmp_path / "state", refresh_first_verdicts=50,
                  refresh_every_verdicts=500, refresh_every_minutes=1e6)
-    worker = TrainerWorker(s, _task(), lambda store: {})
+    worker = TrainerWorker(s, _task(), lambda store, confirm: {})
     due_at = []
     for i in range(1, 1801):
         worker.store.add_verdict(TeacherVerdict(id=f"v{i}", task="intents", text=f"t{i}",
@@ -315,7 +315,7 @@ def test_the_trainer_prunes_old_versions_after_each_refresh(
     outcomes = []
     for round_ in range(4):  # more data each time: each version is at least as good
         store = _store(tmp_path, f"r{round_}", _verdicts(rows[: 200 * (round_ + 1)], "p"))
-        outcomes.append(refresh(store))
+        outcomes.append(refresh(store, lambda: True))
         store.close()
     versions = registry.versions(task.name)
     assert len(outcomes) == 4 and len(versions) <= 3, versions  # serving, previous, newest 1
