@@ -6,13 +6,14 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from distillery.settings import Settings
 from schemas.records import RECORD_TYPES
-from streams.topics import catalogue, create_topics, describe_topics
+from streams.topics import catalogue, create_topics, describe_topics, wait_for_topics_sync
 from tests.schemas.test_schemas import samples
 from workers.records.transfer import consume_topic, produce_file
 
@@ -113,7 +114,14 @@ def test_topics_are_created_idempotently_with_the_catalogue_config(
 ) -> None:
     assert create_topics(kafka_settings) == []  # the fixture created them all already
     names = [spec.name for spec in catalogue(kafka_settings)]
-    described = {d["topic"]: d for d in describe_topics(kafka_settings, names)}
+    wait_for_topics_sync(kafka_settings, names, timeout_s=30)
+    models = kafka_settings.topic("models")
+    deadline = time.monotonic() + 15  # a new topic's config reaches describe a moment later
+    while True:
+        described = {d["topic"]: d for d in describe_topics(kafka_settings, names)}
+        if described[models]["config"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert described[kafka_settings.topic("models")]["config"]["cleanup.policy"] == "compact"
     assert described[kafka_settings.topic("models")]["partitions"] == 1
     per_task = [d["partitions"] for name, d in described.items()
