@@ -94,6 +94,7 @@ def backtest(
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
     tiers: Annotated[str, typer.Option(help="Student tiers, comma-separated: ngram (default) or ngram,embed (the cascade; with --via-kafka a refine worker runs tier 2)")] = "ngram",
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Accuracy targets, comma-separated: one run per target (with ngram,embed: tier 1 alone too, and the two compared at the same accuracy)")] = None,
 ) -> None:
     """Run a recorded history through the routing, student and trainer; compare with the teacher."""
     from models.data import read_pairs
@@ -111,6 +112,11 @@ def backtest(
                          audit_rate=s.audit_rate, critical_floor=s.critical_floor,
                          volume_per_day=volume_per_day,
                          teacher_cost_per_call=teacher_cost_per_call)
+    if sweep is not None:
+        if via_kafka:
+            raise ConfigError("--sweep runs in-process only (not with --via-kafka)")
+        write_json(json_file, _sweep(s, history, boot, cfg, _targets(sweep), shuffle))
+        return
     if via_kafka:
         from workers.offline.via_kafka import run_via_kafka
 
@@ -172,3 +178,55 @@ def _print_backtest(f: BacktestFigures) -> None:
     out.print(f"verdict: distillation {e['verdict']} (price per call "
               f"{e['teacher_cost_per_call']:.6f}, {e['price_source']}; volume "
               f"{e['volume_source']})")
+
+
+def _targets(value: str) -> list[float]:
+    try:
+        targets = sorted({float(t) for t in value.split(",") if t.strip()})
+    except ValueError as exc:
+        raise ConfigError(f"--sweep takes accuracy targets like 0.9,0.93,0.95, got {value!r}"
+                          ) from exc
+    if not targets or not all(0.5 <= t <= 1.0 for t in targets):
+        raise ConfigError(f"--sweep targets must lie in [0.5, 1], got {value!r}")
+    return targets
+
+
+def _sweep(s: Settings, history: list[Any], boot: list[tuple[str, str]], cfg: Any,
+           targets: list[float], shuffle: int | None) -> dict[str, Any]:
+    """``--sweep``: the measured curve per tier set and, for a cascade, the matched table."""
+    from dataclasses import replace
+
+    from workers.offline.sweep import match, run_sweep
+
+    systems = [["ngram"], ["ngram", "embed"]] if "embed" in cfg.tiers else [["ngram"]]
+    points = {",".join(t): run_sweep(s, history, boot, replace(cfg, tiers=t), targets, shuffle,
+                                     progress=err.print) for t in systems}
+    table = Table("tiers", "accuracy target", "teacher calls", "system accuracy",
+                  "decided accuracy", "tier 1 / tier 2", *(f"catch {c}" for c in cfg.critical),
+                  title=f"measured over {len(history)} items, one run per target")
+    for name, runs in points.items():
+        for p in runs:
+            sh, dec = p["tier_shares"], p["decided_accuracy"]
+            table.add_row(name, f"{p['target']}", f"{p['teacher_call_fraction']:.1%}",
+                          f"{p['system_accuracy']:.4f}", "-" if dec is None else f"{dec:.4f}",
+                          f"{sh['tier1']:.1%} / {sh['tier2']:.1%}",
+                          *("-" if v is None else f"{v:.3f}" for v in p["catch_rate"].values()))
+    out.print(table)
+    result: dict[str, Any] = {"targets": targets, "points": points}
+    if len(systems) == 2:
+        matched = match(points["ngram"], points["ngram,embed"])
+        result["matched"] = matched
+        same = Table("cascade at target", "its system accuracy", "cascade calls",
+                     "tier 1 alone's calls there", "fewer calls", "catch no lower",
+                     title="tier 1 alone against the cascade at the same system accuracy",
+                     caption="tier 1's calls interpolated along its measured frontier")
+        for m in matched:
+            t1, saved = m["tier1_calls"], m["saved"]
+            same.add_row(f"{m['target']}", f"{m['system_accuracy']:.4f}",
+                         f"{m['cascade_calls']:.1%}",
+                         "outside tier 1's range" if t1 is None else f"{t1:.1%}",
+                         "-" if saved is None else f"{saved:+.1%}",
+                         "-" if m["catch_no_lower"] is None else
+                         ("yes" if m["catch_no_lower"] else "no"))
+        out.print(same)
+    return result

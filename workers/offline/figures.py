@@ -9,7 +9,9 @@ The curve: every served version's manifest holds the thresholds its calibration 
 a grid of accuracy targets; the items each version routed are re-decided under each grid
 point with the probabilities it gave them. Points other than the chosen target are
 counterfactual in one way — the verdicts, and so the later versions, came from the chosen
-policy — which the output says.
+policy — which the output says. A cascade gets no such curve (tier 2 scored only what tier 1
+forwarded under the chosen target); ``backtest --sweep`` (``workers.offline.sweep``)
+measures one, a run per target. ``tier_decided_accuracy`` is each tier's own accuracy.
 
 The verdict weighs the teacher cost saved (volume × price per call × calls avoided)
 against the pipeline's running cost (``settings.pipeline_cost_per_day``) and the accuracy
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from workers.offline.backtest import BacktestConfig, HistoryRow
 
 LAMBDAS = ("0.05", "0.1", "0.2", "0.3")
+# Re-deciding a cascade under other targets would need tier 2's scores for items tier 1
+# did not forward under the chosen one; the measured curve is ``backtest --sweep``'s.
+CASCADE_CURVE_NOTE = ("no re-decided curve for a cascade (tier 2 saw only what tier 1 "
+                      "forwarded under the chosen target): backtest --sweep measures one")
 MIN_PAYING_COVERAGE = 0.05
 PROMPT_TOKENS, TOKENS_PER_LABEL, OUTPUT_TOKENS = 150, 12, 8  # a classification prompt
 
@@ -103,6 +109,7 @@ class BacktestFigures(TypedDict):
     economics: Economics
     tiers: list[str]  # the student tiers the backtest ran: ["ngram"] or ["ngram", "embed"]
     tier_shares: dict[str, float]  # share of the items each decided: tier1, tier2, teacher
+    tier_decided_accuracy: dict[str, float | None]  # accuracy of tier1's, tier2's decisions
 
 
 def price_per_call(settings: Settings, n_labels: int, texts: Sequence[str]) -> float:
@@ -233,12 +240,22 @@ def figures_of(history: Sequence[HistoryRow], task: TaskConfig, cfg: BacktestCon
         first_served_at=served[0].start if served else None,
         models_promoted=sum(1 for r in refreshes if r["promoted"]),
         refreshes=[{k: v for k, v in r.items() if k != "report"} for r in refreshes],
-        curve=curve_of(history, truth, served, cfg, settings.accuracy_target) if served
-        else [],
-        curve_note=("each point re-decides the items every served version routed, under the "
+        curve=curve_of(history, truth, served, cfg, settings.accuracy_target)
+        if served and not task.cascade else [],
+        curve_note=(CASCADE_CURVE_NOTE if task.cascade else
+                    "each point re-decides the items every served version routed, under the "
                     "thresholds its calibration chose for that target; the versions "
                     "themselves were trained on the verdicts of the chosen target"),
         economics=economics(cfg, settings, task, history, system, teacher_only["accuracy"]),
         tiers=list(task.tiers),
         tier_shares={t: (who.count(t) / n if n else 0.0) for t in ("tier1", "tier2", "teacher")},
+        tier_decided_accuracy={t: _accuracy_of(truth, decided, who, t)
+                               for t in ("tier1", "tier2")},
     )
+
+
+def _accuracy_of(truth: Sequence[str], decided: Sequence[str], who: Sequence[str],
+                 tier: str) -> float | None:
+    """Accuracy of the decisions ``tier`` made (None if it decided nothing)."""
+    mine = [d == t for d, t, w in zip(decided, truth, who, strict=True) if w == tier]
+    return sum(mine) / len(mine) if mine else None

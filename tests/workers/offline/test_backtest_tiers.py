@@ -1,5 +1,6 @@
 """``backtest --tiers``: tier 1 alone against the cascade on the same (small) CLINC150
-history; each tier's share of the decisions; embeddings cached by text hash across runs."""
+history — at one target, and matched at the same system accuracy (``--sweep``'s
+comparison); each tier's share of the decisions; embeddings cached by text hash across runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from models.embed.export import encoder_dir, ensure_encoder
 from workers.offline.backtest import Backtest, BacktestConfig, HistoryRow
 from workers.offline.embedcache import CACHE_FILE
 from workers.offline.figures import BacktestFigures
+from workers.offline.sweep import match, point_of
 
 
 def _history(clinc_dir: Path) -> tuple[list[tuple[str, str]], list[HistoryRow]]:
@@ -24,7 +26,8 @@ def _history(clinc_dir: Path) -> tuple[list[tuple[str, str]], list[HistoryRow]]:
     random.Random(0).shuffle(rows)
     names = set(sorted({y for _, y in rows})[::5])
     seen: dict[str, int] = {}
-    boot, stream = [], []
+    boot: list[tuple[str, str]] = []
+    stream: list[HistoryRow] = []
     for i, (text, label) in enumerate(rows):
         if label not in names:
             continue
@@ -37,9 +40,10 @@ def _history(clinc_dir: Path) -> tuple[list[tuple[str, str]], list[HistoryRow]]:
 
 
 def _run(settings: Settings, boot: list[tuple[str, str]], stream: list[HistoryRow],
-         tiers: list[str]) -> tuple[BacktestFigures, int]:
+         tiers: list[str], target: float = 0.93) -> tuple[BacktestFigures, int]:
     cfg = BacktestConfig(critical=["freeze_account"], tiers=tiers)
-    backtest = Backtest(settings, stream, boot, cfg)
+    backtest = Backtest(settings.model_copy(update={"accuracy_target": target}), stream, boot,
+                        cfg)
     try:
         figures = backtest.run()
     finally:
@@ -69,6 +73,10 @@ def test_cascade_backtest_against_tier1_alone(clinc_dir: Path, tmp_path: Path) -
     assert alone["tiers"] == ["ngram"] and encoded == 0
     assert alone["tier_shares"]["tier2"] == 0.0
     assert alone["tier_shares"]["tier1"] == pytest.approx(alone["coverage"])
+    # tier 1's measured curve: the same history at two more accuracy targets
+    curve = [point_of(0.93, alone)] + [point_of(t, _run(settings.model_copy(update={
+        "registry_root": tmp_path / f"r1-{t}"}), boot, stream, ["ngram"], t)[0])
+        for t in (0.9, 0.97)]
 
     cascade, encoded = _run(settings.model_copy(update={"registry_root": tmp_path / "r2"}),
                             boot, stream, ["ngram", "embed"])
@@ -81,6 +89,14 @@ def test_cascade_backtest_against_tier1_alone(clinc_dir: Path, tmp_path: Path) -
     # ... so the teacher was asked less than with tier 1 alone on the same history
     assert cascade["teacher_call_fraction"] < alone["teacher_call_fraction"]
     assert encoded == _stored(cache) > 0
+    assert cascade["tier_decided_accuracy"]["tier2"] is not None
+    # at the same system accuracy (tier 1's curve read at the cascade's) and no lower catch
+    # rate, the cascade still asks the teacher less
+    same = match(curve, [point_of(0.93, cascade)])[0]
+    print("cascade", same)
+    assert same["tier1_calls"] is not None, "the cascade's accuracy is outside tier 1's curve"
+    assert same["saved"] is not None and same["saved"] > 0
+    assert same["catch_no_lower"]
 
     again, encoded = _run(settings.model_copy(update={"registry_root": tmp_path / "r3"}),
                           boot, stream, ["ngram", "embed"])

@@ -44,3 +44,17 @@ def test_the_running_cost_and_the_accuracy_given_up_count() -> None:
     assert not small["pays"] and small["break_even_volume_per_day"] == pytest.approx(3125)
     sloppy = _run(0.8, wrong_share=0.2)["economics"]  # gives up 0.2 > 1 - 0.95
     assert not sloppy["pays"] and "gives up" in sloppy["verdict"]
+
+
+def test_each_tier_has_its_own_decided_accuracy_and_a_cascade_no_re_decided_curve() -> None:
+    history = [HistoryRow(f"r{i}", f"text {i}", "spam" if i == 9 else "ok", None)
+               for i in range(10)]
+    task = backtest_task(history, [], [], ["ngram", "embed"])
+    who = ["tier1"] * 4 + ["tier2"] * 4 + ["teacher"] * 2
+    decided = ["ok"] * 4 + ["ok", "ok", "ok", "spam"] + ["ok", "spam"]
+    by = ["teacher" if w == "teacher" else "student" for w in who]
+    f = figures_of(history, task, BacktestConfig(tiers=["ngram", "embed"]), Settings(), decided,
+                   by, 2, [], tiers=who)
+    assert f["tier_decided_accuracy"] == {"tier1": 1.0, "tier2": 0.75}
+    assert f["tier_shares"] == {"tier1": 0.4, "tier2": 0.4, "teacher": 0.2}
+    assert f["curve"] == [] and "--sweep" in f["curve_note"]
