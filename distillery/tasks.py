@@ -80,8 +80,9 @@ class TaskConfig(BaseModel):
     policy: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
     input_format: InputFormat = "auto"
     output_format: OutputFormat = "avro"
-    # default tier 1 alone: on synthetic moderation tier 2 changed nothing (README "The
-    # second tier"); a task opts in with tiers = ["ngram", "embed"]
+    # default tier 1 alone: on the synthetic moderation and tickets streams the cascade
+    # equals tier 1 (it leaves tier 2 under 5% of the stream and no tier-2 version decides
+    # any; README "The second tier"); a task opts in with tiers = ["ngram", "embed"]
     tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["ngram"]))
 
     @model_validator(mode="after")
