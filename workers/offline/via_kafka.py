@@ -112,12 +112,14 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
 
 
 def worker_groups(s: Settings, task: TaskConfig) -> list[str]:
-    """The consumer groups the backtest's workers join: classify, teacher and, in a cascade,
-    refine. (The trainer joins none: it reads verdicts from the start whenever it is up.)"""
+    """The consumer groups the backtest's workers join: classify, teacher, the trainer's
+    leadership lock and, in a cascade, refine."""
     from streams.refine import group_id as refine_group
     from workers.teacher.worker import group_id as teacher_group
+    from workers.trainer.leader import lock_group
 
-    groups = [f"{s.topic_prefix}distillery-classify", teacher_group(s, task)]
+    groups = [f"{s.topic_prefix}distillery-classify", teacher_group(s, task),
+              lock_group(s, task.name)]
     return groups + ([refine_group(s, task)] if task.cascade else [])
 
 
