@@ -64,7 +64,8 @@ def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
                          logs / f"teacher-{task.name}.log"))
         if task.cascade:  # tier 2 between tier 1 and the teacher (tiers has "embed")
             out.append(Child(f"refine-{task.name}", ["worker", "refine", "--task", task.name],
-                             child_env(settings), logs / f"refine-{task.name}.log"))
+                             child_env(settings, DISTILLERY_METRICS_PORT="0"),
+                             logs / f"refine-{task.name}.log"))
         trainer = ["worker", "trainer", "--task", task.name]
         if bootstrap_files and task.name in bootstrap_files:
             trainer += ["--bootstrap", str(bootstrap_files[task.name])]
