@@ -11,13 +11,16 @@
 # refine workers mount (python -m models.embed.export builds it ahead of time).
 FROM python:3.11-slim AS serving
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY distillery distillery
 COPY schemas schemas
 COPY models models
 COPY streams streams
 COPY workers workers
-RUN pip install --no-cache-dir .
+# gcc only for the install: it compiles the C featuriser (models/_hashgrams.c), then goes
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 ENTRYPOINT ["distillery"]
 
 FROM serving AS trainer

@@ -37,6 +37,18 @@ _WORD[128:] = True
 
 _Part = tuple[np.ndarray, np.ndarray, bool]  # item index, hash, is a word unigram
 
+try:  # the C featuriser, compiled by the package's build (pyproject: ext-modules)
+    from models import _hashgrams as _native
+except ImportError:  # not built (e.g. no compiler where it was installed): numpy it is
+    _native = None
+
+
+def _joined(texts: list[str]) -> bytes:
+    """The batch as one buffer: each text lower-cased and padded by a space at both ends,
+    texts separated by a 0 byte (none inside a text: a 0 there becomes a space)."""
+    data = "\x00".join(" " + t.lower().replace("\x00", " ") + " " for t in texts)
+    return data.encode("utf-8", "replace")
+
 
 @dataclass(frozen=True)
 class FeaturizerConfig:
@@ -78,6 +90,20 @@ class Featurizer:
     def transform(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids int64 [n, max_ids] and mask float32 [n, max_ids] (1.0 where id > 0).
 
+        Through the C module ``models._hashgrams`` when it is built (the package's build
+        compiles it), else ``transform_numpy``: the same ids, bit for bit.
+        """
+        if _native is None or not texts:
+            return self.transform_numpy(texts)
+        c = self.config
+        raw = _native.features(_joined(texts), len(texts), c.max_ids, c.buckets, c.char_min,
+                               c.char_max, c.word_bigrams)
+        out = np.frombuffer(raw, dtype=np.int64).reshape(len(texts), c.max_ids)
+        return out, (out > 0).astype(np.float32)
+
+    def transform_numpy(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The reference implementation (numpy, vectorised over the batch).
+
         An item with more than ``max_ids`` features keeps all its word unigrams first, then
         a pseudo-random but stable subset of the rest — each kept when bits of its hash fall
         under the item's budget share — so that a long text keeps a mix of bigrams and
@@ -104,8 +130,7 @@ class Featurizer:
     # --- internals ----------------------------------------------------------------------
     def _features(self, texts: list[str]) -> list[_Part]:
         """The features of every text, by kind; within a kind, grouped by item in order."""
-        data = "\x00".join(" " + t.lower().replace("\x00", " ") + " " for t in texts)
-        raw = np.frombuffer(data.encode("utf-8", "replace"), dtype=np.uint8)
+        raw = np.frombuffer(_joined(texts), dtype=np.uint8)
         b = np.where(_WORD[raw], raw, np.uint8(_SPACE))
         b[raw == _SEP] = _SEP
         prev = np.concatenate(([_SEP], b[:-1]))
