@@ -5,8 +5,9 @@ faust-streaming 0.15 hands every fetched message to its conductor with
 ``wait_first`` wraps the callback, the flow-suspension event and the service's stopped and
 crashed events in four tasks and an ``asyncio.wait`` — per message. Measured here with a
 no-op ``take_events`` agent over 40,000 pre-produced messages (12 partitions, alternating
-runs on one machine): 2,563–5,537 events/s as shipped, 3,543–8,763 with this loop (1.4–1.7×
-in every pair); it was the largest single cost of the classify worker's faust layer.
+runs on one busy machine): 2,563–5,537 events/s as shipped, 3,543–8,763 with this loop
+(1.4–1.7× in every pair); it was the largest single cost of the classify worker's faust
+layer (README, "Benchmarks").
 
 The callback almost never waits: the conductor looks up the channel and puts the event on
 its queue, which pauses partitions on back-pressure rather than blocking. So ``run_inline``
