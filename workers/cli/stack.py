@@ -25,6 +25,11 @@ def up(
         "--classify-workers", min=1,
         help="Classify workers in the one consumer group (web ports DISTILLERY_WEB_PORT, +1, ...)",
     )] = 1,
+    teacher_workers: Annotated[int, typer.Option(
+        "--teacher-workers", min=1,
+        help="Teacher workers per task, in one group (one budget and verdict memory: "
+             "<task>.teacher.ledger)",
+    )] = 1,
 ) -> None:
     """Start the broker (embedded unless configured), create the topics, run every worker."""
     from workers.runtime.stack import children, prepare
@@ -34,7 +39,8 @@ def up(
     tasks = tasks_of(s, task)
     s, _ = prepare(s, tasks)
     logs = s.state_dir / "logs"
-    kids = children(s, tasks, logs, classify_workers=classify_workers)
+    kids = children(s, tasks, logs, classify_workers=classify_workers,
+                    teacher_workers=teacher_workers)
     out.print(f"distillery up on {s.kafka_bootstrap}: {', '.join(c.name for c in kids)}; "
               f"logs in {logs}; stop with `distillery down` or Ctrl-C")
     Supervisor(s, kids).run()

@@ -53,15 +53,21 @@ def classify_children(settings: Settings, tasks: list[TaskConfig], logs: Path,
 
 def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
              bootstrap_files: dict[str, Path] | None = None,
-             classify_workers: int = 1) -> list[Child]:
-    """``classify_workers`` classify workers for all tasks, a teacher and a trainer worker per
-    task (one trainer per task: a second one would only stand by, as the lock group on
-    ``<task>.trainer.lock`` lets one lead; see ``workers.trainer.leader``)."""
+             classify_workers: int = 1, teacher_workers: int = 1) -> list[Child]:
+    """``classify_workers`` classify workers for all tasks, ``teacher_workers`` teacher
+    workers per task (one group: they share the partitions, and one budget and verdict memory
+    through ``<task>.teacher.ledger``), and a trainer worker per task (one trainer per task: a
+    second one would only stand by, as the lock group on ``<task>.trainer.lock`` lets one
+    lead; see ``workers.trainer.leader``)."""
+    if teacher_workers < 1:
+        raise ValueError("at least one teacher worker per task")
     out = classify_children(settings, tasks, logs, classify_workers)
     for task in tasks:
-        out.append(Child(f"teacher-{task.name}", ["worker", "teacher", "--task", task.name],
-                         child_env(settings, DISTILLERY_METRICS_PORT="0"),
-                         logs / f"teacher-{task.name}.log"))
+        for i in range(teacher_workers):
+            name = f"teacher-{task.name}" + (f"-{i}" if teacher_workers > 1 else "")
+            out.append(Child(name, ["worker", "teacher", "--task", task.name],
+                             child_env(settings, DISTILLERY_METRICS_PORT="0"),
+                             logs / f"{name}.log"))
         if task.cascade:  # tier 2 between tier 1 and the teacher (tiers has "embed")
             out.append(Child(f"refine-{task.name}", ["worker", "refine", "--task", task.name],
                              child_env(settings, DISTILLERY_METRICS_PORT="0"),

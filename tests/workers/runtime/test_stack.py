@@ -1,4 +1,4 @@
-"""``distillery up --classify-workers N``: N classify children in one group, own ports."""
+"""``distillery up --classify-workers N --teacher-workers M``: the children it starts."""
 
 from __future__ import annotations
 
@@ -27,3 +27,20 @@ def test_n_classify_workers_each_with_their_own_web_port(tmp_path: Path) -> None
     assert [c.name for c in children(s, tasks, tmp_path)][:1] == ["classify"]
     with pytest.raises(ValueError):
         children(s, tasks, tmp_path, classify_workers=0)
+
+
+def test_n_teacher_workers_per_task_in_one_group_with_metrics_off(tmp_path: Path) -> None:
+    s = load_settings(state_dir=tmp_path)
+    tasks = [get_task(s, "tickets"), get_task(s, "moderation")]
+    kids = children(s, tasks, tmp_path / "logs", teacher_workers=2)
+    teachers = [c for c in kids if c.argv[:2] == ["worker", "teacher"]]
+    assert sorted(c.name for c in teachers) == [
+        "teacher-moderation-0", "teacher-moderation-1", "teacher-tickets-0", "teacher-tickets-1"]
+    # the same command line: one group per task (the ledger shares budget and memory)
+    assert {tuple(c.argv) for c in teachers if "tickets" in c.argv} == {
+        ("worker", "teacher", "--task", "tickets")}
+    assert {c.env["DISTILLERY_METRICS_PORT"] for c in teachers} == {"0"}
+    assert len({c.log_file for c in kids}) == len(kids)
+    assert "teacher-tickets" in [c.name for c in children(s, tasks, tmp_path)]
+    with pytest.raises(ValueError):
+        children(s, tasks, tmp_path, teacher_workers=0)
