@@ -9,8 +9,10 @@ are already calibrated and nothing outside the file needs to know T.
 Smaller files where parity holds: ``weights="float16"`` stores the embedding table (nearly
 all of a model's bytes: 2^18 x 64 float32 is 64 MB) as float16 and casts the *gathered* rows
 to float32 inside the graph (a Cast of [batch, L, dim], not of the table), halving the
-file. ``export_checked`` tries the smaller form first and keeps it only if the parity check
-below passes against the float32 torch network; else it exports float32 (and that must pass).
+file; all-zero rows (the buckets training never touched) are pruned behind an id remap
+(``_pruned_table``). ``export_checked`` tries the smaller form first and keeps it only if
+the parity check below passes against the float32 torch network; else it exports float32
+(and that must pass).
 
 The legacy TorchScript exporter (``dynamo=False``) writes every initializer inline; the
 bytes are checked to hold no external-data reference, so a model is exactly one file whose
@@ -90,8 +92,45 @@ def export_onnx(net: StudentNet, temperature: float, weights: str = "float32") -
     data = buffer.getvalue()
     if weights == "float16":
         data = _float16_table(data)
+    data = _pruned_table(data)
     _check_self_contained(data)
     return data
+
+
+PRUNE_BELOW = 0.8  # prune when at most this share of the table's rows is non-zero
+
+
+def _pruned_table(data: bytes) -> bytes:
+    """The embedding table without its all-zero rows, behind a remap of the ids.
+
+    Training zeroes the rows no training item touched (``models.train``), usually most of a
+    2^18-row table. The graph then gathers ``remap[ids]`` (int32, one entry per bucket: the
+    row's place in the compact table, 0 for a zero row) from the compact table (row 0 is
+    padding's zero row), which computes exactly the same numbers: a lossless change, and
+    ``check_parity`` still checks it. Left as it is when pruning would save little.
+    """
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    at, gather = next((i, n) for i, n in enumerate(graph.node) if n.op_type == "Gather")
+    table_proto = next(t for t in graph.initializer if t.name == gather.input[0])
+    table = numpy_helper.to_array(table_proto)
+    keep = np.flatnonzero(np.any(table != 0, axis=1))
+    keep = keep[keep > 0]
+    if len(keep) + 1 > PRUNE_BELOW * len(table):
+        return data
+    remap = np.zeros(len(table), dtype=np.int32)
+    remap[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    compact = np.concatenate([np.zeros((1, table.shape[1]), dtype=table.dtype), table[keep]])
+    table_proto.CopyFrom(numpy_helper.from_array(compact, table_proto.name))
+    remap_name = f"{table_proto.name}_row_of_id"
+    graph.initializer.append(numpy_helper.from_array(remap, remap_name))
+    compact_ids = f"{gather.input[1]}_compact"
+    graph.node.insert(at, helper.make_node("Gather", [remap_name, gather.input[1]],
+                                           [compact_ids], name="rows_of_ids"))
+    gather.input[1] = compact_ids
+    return bytes(model.SerializeToString())
 
 
 def _float16_table(data: bytes) -> bytes:

@@ -169,8 +169,19 @@ def train_net(
             break
     if best_state is not None:
         net.load_state_dict(best_state)
+    _zero_unseen_rows(net, ids)
     net.eval()
     return Trained(net, names, epoch, best_epoch, time.perf_counter() - started, best_loss)
+
+
+def _zero_unseen_rows(net: StudentNet, ids: torch.Tensor) -> None:
+    """Rows no training item touched keep their random start: an n-gram first seen in
+    serving would add that noise. Zeroed, it adds nothing (and the export prunes zero rows:
+    a model file holds only what training learnt)."""
+    with torch.no_grad():
+        seen = torch.zeros(net.embedding.weight.shape[0], dtype=torch.bool)
+        seen[torch.unique(ids)] = True
+        net.embedding.weight[~seen] = 0.0
 
 
 def logits_of(net: StudentNet, featurizer: Featurizer, texts: list[str],

@@ -44,3 +44,36 @@ def test_falls_back_to_float32_when_float16_misses_parity() -> None:
     assert kind == "float32" and diff <= 1e-6
     with pytest.raises(ModelError):  # float32 must pass too, or nothing is exported
         export_checked(net, 1.0, featurizer, TEXTS, tolerance=1e-12)
+
+
+def test_zero_rows_are_pruned_behind_a_remap_with_the_same_numbers() -> None:
+    net, featurizer = _net(buckets=1 << 14)
+    with torch.no_grad():  # what training leaves: only the rows its items touched
+        ids, _ = featurizer.transform(TEXTS[:20])
+        seen = torch.zeros(net.embedding.weight.shape[0], dtype=torch.bool)
+        seen[torch.unique(torch.from_numpy(ids))] = True
+        net.embedding.weight[~seen] = 0.0
+    unpruned = export_onnx(_dense_copy(net), 1.0, weights="float16")
+    data, diff, kind = export_checked(net, 1.0, featurizer, TEXTS)
+    assert kind == "float16" and diff < 1e-4  # unseen texts too: their rows read as zero
+    assert len(data) < 0.2 * len(unpruned)
+    model = onnx.load_from_string(data)
+    table = next(t for t in model.graph.initializer if t.name == "weight")
+    assert table.dims[0] == int(seen[1:].sum()) + 1  # the touched rows and padding's
+    assert [n.name for n in model.graph.node if n.op_type == "Gather"][0] == "rows_of_ids"
+
+
+def test_a_table_with_few_zero_rows_is_left_whole() -> None:
+    net, _ = _net()
+    model = onnx.load_from_string(export_onnx(net, 1.0, weights="float16"))
+    assert not any(n.name == "rows_of_ids" for n in model.graph.node)
+
+
+def _dense_copy(net: StudentNet) -> StudentNet:
+    """The same network with every row non-zero: an export that cannot be pruned."""
+    import copy
+
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        other.embedding.weight[1:].add_(1e-3)
+    return other
