@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from distillery.settings import Settings
 from schemas.records import Feedback, Ticket
 from schemas.serde import SINGLE_OBJECT_MAGIC, encode, schema_for
-from tests.streams.kit import collect, produce_paced, start_classify, stop
+from tests.streams.kit import collect, produce_paced, start_classify, stop, wait_until_consuming
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -86,12 +86,15 @@ def test_sigkill_mid_stream_loses_nothing(kafka_settings: Settings, tmp_path: Pa
     good = _tickets(4000, "kill-")
     log = tmp_path / "worker.log"
     worker = start_classify(kafka_settings, log, DISTILLERY_BATCH_SIZE="32")
-    producer = threading.Thread(target=produce_paced, args=(kafka_settings, good, 800.0))
+    # produced only once the worker reads (10 s at 400/s): it is killed while the stream
+    # flows, however fast this machine started it or works through a backlog
+    wait_until_consuming(kafka_settings, workers=(worker,))
+    producer = threading.Thread(target=produce_paced, args=(kafka_settings, good, 400.0))
     producer.start()
     deadline = time.monotonic() + 90
     partial: dict = {"requests": []}
     while time.monotonic() < deadline and len(partial["requests"]) < 300:
-        time.sleep(0.5)
+        time.sleep(0.2)
         partial = collect(kafka_settings, "tickets.routed", "tickets.teacher", set(), 0, 1)
     stop(worker, signal.SIGKILL)
     assert 0 < len(partial["requests"]) < len(good), "kill the worker mid-stream, not after"
