@@ -94,32 +94,13 @@ def produce_paced(settings: Settings, items: list[tuple[bytes, bytes]], rate: fl
 
 def wait_until_consuming(settings: Settings, members: int = 1, timeout_s: float = 120,
                          workers: tuple[subprocess.Popen[bytes], ...] = ()) -> None:
-    """Until the classify group is Stable with ``members`` members: the workers joined and
-    were given partitions, so what is produced next is read as it comes (not as a backlog
-    whose size depends on how fast the machine started them)."""
-    import logging
+    """Until the classify group is Stable with ``members`` members: produced next, a stream
+    is read as it comes, not as a backlog whose size depends on the machine's speed."""
+    from workers.runtime.groups import wait_until_stable
 
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    def check(waiting: list[str]) -> None:
+        if any(w.poll() is not None for w in workers):
+            raise RuntimeError("a classify worker exited before it joined its group")
 
-    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)  # faust's assignor data
-    group = f"{settings.topic_prefix}distillery-classify"
-    admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=10000)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if any(w.poll() is not None for w in workers):
-                raise RuntimeError("a classify worker exited before it joined its group")
-            try:
-                found = admin.describe_groups([group]).get(group) or {}
-            except KafkaError as exc:  # no coordinator yet for a group nobody joined
-                if not exc.retriable:
-                    raise
-                found = {}
-            state = str(found.get("group_state", found.get("state", ""))).lower()
-            if state == "stable" and len(found.get("members") or []) == members:
-                return
-            time.sleep(0.3)
-    finally:
-        admin.close()
-    raise RuntimeError(f"group {group} not Stable with {members} members in {timeout_s} s")
+    wait_until_stable(settings, {f"{settings.topic_prefix}distillery-classify": members},
+                      timeout_s, check)

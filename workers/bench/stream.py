@@ -179,26 +179,13 @@ def _start_worker(settings: Settings, group_prefix: str, log_file: Path) -> subp
 def _wait_for_group(settings: Settings, group: str, members: int,
                     workers: list[subprocess.Popen[bytes]], timeout_s: float = 180) -> None:
     """Until ``group`` is Stable with ``members`` members (each worker joined and assigned)."""
-    import logging
+    from workers.runtime.groups import wait_until_stable
 
-    from kafka import KafkaAdminClient
+    def check(waiting: list[str]) -> None:
+        if any(w.poll() is not None for w in workers):
+            raise RuntimeError("a classify worker exited while joining its group")
 
-    # kafka-python cannot decode faust's assignor metadata and warns at length: not needed
-    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
-    admin = KafkaAdminClient(**settings.kafka_python_kwargs(), request_timeout_ms=10000)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if any(w.poll() is not None for w in workers):
-                raise RuntimeError("a classify worker exited while joining its group")
-            found = admin.describe_groups([group]).get(group) or {}
-            if (str(found.get("group_state", found.get("state", ""))).lower() == "stable"
-                    and len(found.get("members") or []) == members):
-                return
-            time.sleep(0.3)
-    finally:
-        admin.close()
-    raise RuntimeError(f"group {group} did not become stable with {members} members")
+    wait_until_stable(settings, {group: members}, timeout_s, check)
 
 
 def _ticket_values(task: TaskConfig, n: int, seed: int) -> list[tuple[bytes, bytes]]:

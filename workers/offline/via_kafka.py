@@ -126,26 +126,17 @@ def worker_groups(s: Settings, task: TaskConfig) -> list[str]:
 def _await_workers(s: Settings, task: TaskConfig, supervisor: Supervisor,
                    progress: Callable[[str], None], timeout_s: float = 180.0) -> None:
     """Return once every worker's consumer group is ``Stable`` (its member joined)."""
-    from kafka import KafkaAdminClient
+    from workers.runtime.groups import wait_until_stable
 
-    wanted = set(worker_groups(s, task))
-    admin = KafkaAdminClient(**s.kafka_python_kwargs(), request_timeout_ms=10000)
+    def between(waiting: list[str]) -> None:
+        supervisor.poll()
+        progress(f"waiting for {', '.join(waiting)}")
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            states = {str(g["group_id"]): str(g.get("group_state", "")) for g in admin.list_groups()
-                      if g["group_id"] in wanted}
-            waiting = sorted(g for g in wanted if states.get(g) != "Stable")
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not ready within {timeout_s:.0f}s: "
-                                   f"{', '.join(waiting)} not joined")
-            supervisor.poll()
-            progress(f"waiting for {', '.join(waiting)}")
-            time.sleep(1.0)
-    finally:
-        admin.close()
+        wait_until_stable(s, dict.fromkeys(worker_groups(s, task)), timeout_s, between,
+                          poll_s=1.0)
+    except TimeoutError as exc:
+        raise RuntimeError(f"workers not ready: {exc}") from exc
 
 
 def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Supervisor,
