@@ -32,7 +32,9 @@ from models.policy import (
     CalibrationSample,
     CurvePoint,
     DecisionPolicy,
+    PolicyData,
     decide,
+    policy_data,
 )
 from models.system import SystemMetrics, system_metrics
 
@@ -62,6 +64,13 @@ class Calibration:
     @property
     def expected_coverage(self) -> float:
         return self.metrics.coverage
+
+    def policy_data(self) -> PolicyData:
+        """The manifest's ``policy`` block (both tiers write it)."""
+        return policy_data(self.policy, accuracy_target=self.accuracy_target,
+                           catch_target=self.catch_target, floor_basis=self.floor_basis,
+                           temperature=self.temperature, sample=self.sample,
+                           curve=self.curve, z=self.z)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -36,7 +36,7 @@ from models.evaluate import SliceReport, slice_report
 from models.export import export_checked
 from models.featurize import Featurizer, FeaturizerConfig
 from models.network import StudentNet
-from models.policy import CalibrationSample, decide, policy_data
+from models.policy import CalibrationSample, decide
 from models.registry import Manifest, Registry
 from models.runtime import Student
 from models.system import SystemMetrics, system_metrics
@@ -73,10 +73,7 @@ class TrainResult:
             "thresholds": cal.thresholds,  # also in "policy"; read by older runtimes
             "temperature": cal.temperature,
             "temperature_in_graph": True,
-            "policy": policy_data(cal.policy, accuracy_target=cal.accuracy_target,
-                                  catch_target=cal.catch_target, floor_basis=cal.floor_basis,
-                                  temperature=cal.temperature, sample=cal.sample,
-                                  curve=cal.curve, z=cal.z),
+            "policy": cal.policy_data(),
             "featurizer": self.featurizer,
             "metrics": headline(self.report, self.system),
             "report": self.report,

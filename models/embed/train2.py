@@ -21,7 +21,7 @@ from models.calibrate import Calibration, calibrate_policy
 from models.embed.head import check_head_parity, export_head, train_head
 from models.embed.tier2 import TIER, registry_key, verify_head
 from models.pipeline import unweighted_sample
-from models.policy import CalibrationSample, policy_data
+from models.policy import CalibrationSample
 from models.registry import Manifest, Registry
 
 
@@ -43,10 +43,7 @@ class Tier2Result:
             "thresholds": cal.thresholds,
             "temperature": cal.temperature,
             "temperature_in_graph": True,
-            "policy": policy_data(cal.policy, accuracy_target=cal.accuracy_target,
-                                  catch_target=cal.catch_target, floor_basis=cal.floor_basis,
-                                  temperature=cal.temperature, sample=cal.sample,
-                                  curve=cal.curve, z=cal.z),
+            "policy": cal.policy_data(),
             "metrics": {"coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
                         "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate},
             "system": m.as_dict(),
