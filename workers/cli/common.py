@@ -25,6 +25,10 @@ TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task name")]
 TasksOpt = Annotated[
     list[str] | None, typer.Option("--task", "-t", help="Task (repeatable; default: all)")
 ]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(help="Port of /metrics (0: off; default: DISTILLERY_METRICS_PORT)"),
+]
 
 _CHATTY_LOGGERS = ("kafka", "aiokafka", "httpx")
 

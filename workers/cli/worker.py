@@ -10,7 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from distillery.tasks import get_task
-from workers.cli.common import TasksOpt, cli_settings, err, require_training, tasks_of
+from workers.cli.common import (
+    MetricsPortOpt,
+    TasksOpt,
+    cli_settings,
+    err,
+    require_training,
+    tasks_of,
+)
 
 worker_app = typer.Typer(help="Run one of distillery's workers.", no_args_is_help=True)
 
@@ -34,10 +41,7 @@ def classify(
 @worker_app.command("teacher")
 def teacher(
     task: Annotated[str, typer.Option("--task", "-t", help="Task whose <task>.teacher to serve")],
-    metrics_port: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation
-        typer.Option(help="Port of /metrics (0: off; default: DISTILLERY_METRICS_PORT)"),
-    ] = None,
+    metrics_port: MetricsPortOpt = None,
     examples: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(help="Few-shot examples for the openai teacher: CSV or JSONL, text,label"),
@@ -83,10 +87,7 @@ def trainer(
 @worker_app.command("refine")
 def refine(
     task: Annotated[str, typer.Option("--task", "-t", help="Task whose <task>.refine to serve")],
-    metrics_port: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation
-        typer.Option(help="Port of /metrics (0: off; default: DISTILLERY_METRICS_PORT)"),
-    ] = None,
+    metrics_port: MetricsPortOpt = None,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "INFO",
 ) -> None:
     """Tier 2 of the cascade: consume <task>.refine; decide what the tier-2 policy accepts and
