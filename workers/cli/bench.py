@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,15 @@ bench_app = typer.Typer(help="Benchmarks that print figures (medians, with a bas
 def _clinc_default() -> Path:
     """CLINC150 as shipped in a source checkout (``datasets/clinc150``)."""
     return Path(__file__).resolve().parents[2] / "datasets" / "clinc150" / "data_full.json"
+
+
+def _against_torch(title: str, ours: Mapping[str, float], torch: Mapping[str, float],
+                   ratio: Mapping[str, float]) -> Table:
+    """items/s per batch size, onnxruntime beside torch eager from the same run."""
+    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio", title=title)
+    for b, rate in ours.items():
+        table.add_row(b, f"{rate:,.0f}", f"{torch[b]:,.0f}", f"{ratio[b]:.2f}×")
+    return table
 
 
 @bench_app.command("student")
@@ -52,12 +62,8 @@ def bench_student(
             s, [x for x, _ in rows], [y for _, y in rows],
             ([x for x, _ in held], [y for _, y in held]), Path(tmp), repeats,
             progress=lambda m: err.print(m))
-    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
-                  title=f"student, medians of {repeats} runs")
-    for b, rate in figures["items_per_s"].items():
-        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
-                      f"{figures['ratio_to_baseline'][b]:.2f}×")
-    out.print(table)
+    out.print(_against_torch(f"student, medians of {repeats} runs", figures["items_per_s"],
+                             figures["torch_items_per_s"], figures["ratio_to_baseline"]))
     out.print(f"training on {figures['train_examples']} examples: "
               f"{figures['train_seconds']:.2f} s (median)")
     write_json(json_file, figures)
@@ -123,15 +129,13 @@ def bench_embed(
         raw = json.loads(_clinc_default().read_text(encoding="utf-8"))
         texts = [str(x) for x, _ in raw["test"]]
     else:
-        raise ConfigError("no --data given and the CLINC150 data set is not beside the repo")
+        raise ConfigError("no --data given and no CLINC150 in datasets/clinc150 "
+                          "(a source checkout ships it)")
     figures = run_embed_bench(cli_settings(), texts, repeats=repeats, items=items,
                               threads=threads, progress=lambda m: err.print(m))
-    table = Table("batch", "onnxruntime items/s", "torch eager items/s", "ratio",
-                  title=f"tier-2 encoder, medians of {repeats} runs, {threads} thread(s)")
-    for b, rate in figures["items_per_s"].items():
-        table.add_row(b, f"{rate:,.0f}", f"{figures['torch_items_per_s'][b]:,.0f}",
-                      f"{figures['ratio_to_torch'][b]:.2f}×")
-    out.print(table)
+    out.print(_against_torch(f"tier-2 encoder, medians of {repeats} runs, {threads} thread(s)",
+                             figures["items_per_s"], figures["torch_items_per_s"],
+                             figures["ratio_to_torch"]))
     rss = figures["rss_mb"]
     out.print(f"resident memory: {rss['start']:.0f} MB at start, "
               f"{rss['after_onnxruntime']:.0f} MB with the onnxruntime encoder, "
