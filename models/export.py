@@ -10,7 +10,7 @@ Smaller files where parity holds: ``weights="float16"`` stores the embedding tab
 all of a model's bytes: 2^18 x 64 float32 is 64 MB) as float16 and casts the *gathered* rows
 to float32 inside the graph (a Cast of [batch, L, dim], not of the table), halving the
 file; all-zero rows (the buckets training never touched) are pruned behind an id remap
-(``_pruned_table``). ``export_checked`` tries the smaller form first and keeps it only if
+(``_compact_table``). ``export_checked`` tries the smaller form first and keeps it only if
 the parity check below passes against the float32 torch network; else it exports float32
 (and that must pass).
 
@@ -89,10 +89,7 @@ def export_onnx(net: StudentNet, temperature: float, weights: str = "float32") -
                               opset_version=OPSET, dynamo=False)
     except Exception as exc:  # the exporter raises many types; wrap them where they enter
         raise ModelError(f"ONNX export failed: {exc}") from exc
-    data = buffer.getvalue()
-    if weights == "float16":
-        data = _float16_table(data)
-    data = _pruned_table(data)
+    data = _compact_table(buffer.getvalue(), half=weights == "float16")
     _check_self_contained(data)
     return data
 
@@ -100,14 +97,16 @@ def export_onnx(net: StudentNet, temperature: float, weights: str = "float32") -
 PRUNE_BELOW = 0.8  # prune when at most this share of the table's rows is non-zero
 
 
-def _pruned_table(data: bytes) -> bytes:
-    """The embedding table without its all-zero rows, behind a remap of the ids.
+def _compact_table(data: bytes, half: bool) -> bytes:
+    """The embedding table (the first Gather's data) made smaller, in one pass over the graph.
 
-    Training zeroes the rows no training item touched (``models.train``), usually most of a
-    2^18-row table. The graph then gathers ``remap[ids]`` (int32, one entry per bucket: the
-    row's place in the compact table, 0 for a zero row) from the compact table (row 0 is
-    padding's zero row), which computes exactly the same numbers: a lossless change, and
-    ``check_parity`` still checks it. Left as it is when pruning would save little.
+    ``half``: stored as float16, the gathered rows cast to float32 (a Cast of
+    [batch, L, dim], not of the table). Then its all-zero rows are pruned: training zeroes
+    the rows no training item touched (``models.train``), usually most of a 2^18-row table,
+    and the graph gathers ``remap[ids]`` (int32, one entry per bucket: the row's place in
+    the compact table, 0 for a zero row) from the compact table (row 0 is padding's zero
+    row). The same numbers either way, and ``check_parity`` still checks them. No pruning
+    when it would save little.
     """
     from onnx import helper, numpy_helper
 
@@ -116,40 +115,28 @@ def _pruned_table(data: bytes) -> bytes:
     at, gather = next((i, n) for i, n in enumerate(graph.node) if n.op_type == "Gather")
     table_proto = next(t for t in graph.initializer if t.name == gather.input[0])
     table = numpy_helper.to_array(table_proto)
+    if half:
+        table = table.astype(np.float16)
+        if not np.isfinite(table).all():
+            raise ModelError("the embedding table does not fit float16")
+        gathered = gather.output[0]
+        gather.output[0] = f"{gathered}_f16"
+        graph.node.insert(at + 1, helper.make_node(
+            "Cast", [gather.output[0]], [gathered], to=onnx.TensorProto.FLOAT,
+            name="cast_rows_to_float32"))
     keep = np.flatnonzero(np.any(table != 0, axis=1))
     keep = keep[keep > 0]
-    if len(keep) + 1 > PRUNE_BELOW * len(table):
-        return data
-    remap = np.zeros(len(table), dtype=np.int32)
-    remap[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
-    compact = np.concatenate([np.zeros((1, table.shape[1]), dtype=table.dtype), table[keep]])
-    table_proto.CopyFrom(numpy_helper.from_array(compact, table_proto.name))
-    remap_name = f"{table_proto.name}_row_of_id"
-    graph.initializer.append(numpy_helper.from_array(remap, remap_name))
-    compact_ids = f"{gather.input[1]}_compact"
-    graph.node.insert(at, helper.make_node("Gather", [remap_name, gather.input[1]],
-                                           [compact_ids], name="rows_of_ids"))
-    gather.input[1] = compact_ids
-    return bytes(model.SerializeToString())
-
-
-def _float16_table(data: bytes) -> bytes:
-    """The embedding table (the first Gather's data) as float16, its output cast to float32."""
-    from onnx import helper, numpy_helper
-
-    model = onnx.load_from_string(data)
-    graph = model.graph
-    at, gather = next((i, n) for i, n in enumerate(graph.node) if n.op_type == "Gather")
-    table = next(t for t in graph.initializer if t.name == gather.input[0])
-    half = numpy_helper.to_array(table).astype(np.float16)
-    if not np.isfinite(half).all():
-        raise ModelError("the embedding table does not fit float16")
-    table.CopyFrom(numpy_helper.from_array(half, table.name))
-    gathered = gather.output[0]
-    gather.output[0] = f"{gathered}_f16"
-    cast = helper.make_node("Cast", [gather.output[0]], [gathered], to=onnx.TensorProto.FLOAT,
-                            name="cast_rows_to_float32")
-    graph.node.insert(at + 1, cast)
+    if len(keep) + 1 <= PRUNE_BELOW * len(table):
+        remap = np.zeros(len(table), dtype=np.int32)
+        remap[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+        table = np.concatenate([np.zeros((1, table.shape[1]), dtype=table.dtype), table[keep]])
+        remap_name = f"{table_proto.name}_row_of_id"
+        graph.initializer.append(numpy_helper.from_array(remap, remap_name))
+        compact_ids = f"{gather.input[1]}_compact"
+        graph.node.insert(at, helper.make_node("Gather", [remap_name, gather.input[1]],
+                                               [compact_ids], name="rows_of_ids"))
+        gather.input[1] = compact_ids
+    table_proto.CopyFrom(numpy_helper.from_array(table, table_proto.name))
     return bytes(model.SerializeToString())
 
 

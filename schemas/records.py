@@ -34,6 +34,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def to_millis(at: datetime) -> datetime:
+    """``at`` truncated to the millisecond: Avro's timestamp-millis keeps no more, so a
+    record's times survive a round trip exactly."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def _cap(info: ValidationInfo) -> int:
     context = info.context or {}
     return int(context.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS))
@@ -69,8 +75,7 @@ class Record(BaseModel):
     )
     @classmethod
     def _millis(cls, value: datetime) -> datetime:
-        # Avro timestamp-millis keeps milliseconds: truncate so a round trip is exact.
-        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        return to_millis(value)
 
 
 class InputRecord(Record):

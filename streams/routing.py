@@ -29,7 +29,7 @@ import numpy as np
 
 from distillery.tasks import TaskConfig
 from models.policy import REASONS, DecisionPolicy, decide
-from schemas.records import Decision, RequestReason, TeacherRequest
+from schemas.records import Decision, RequestReason, TeacherRequest, to_millis
 from streams.decode import Item
 
 
@@ -79,11 +79,6 @@ def audit_selected(item_id: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") / 2.0**64 < rate
 
 
-def _millis(at: datetime) -> datetime:
-    """``at`` truncated to the millisecond, as Avro's timestamp-millis keeps it."""
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
-
-
 def _latency_ms(item: Item, now: datetime) -> float:
     if item.raw.timestamp_ms is None:
         return 0.0
@@ -115,7 +110,7 @@ def route_batch(
     task: TaskConfig, student: StudentLike | None, items: list[Item], policy: Policy
 ) -> list[Routed]:
     """Route a batch with one ``predict_many`` call."""
-    now = _millis(datetime.now(UTC))
+    now = to_millis(datetime.now(UTC))
     if not items:
         return []
     if student is None:
