@@ -242,9 +242,12 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
     assert kafka["n"] == local["n"] == 14_250
     # How far the teacher-call share lags the in-process run depends on how long a refresh
     # takes against the stream's pace (1 to 6 points here): a figure, not a pass mark. What
-    # must hold whatever the machine's speed: every event decided, the accuracy the same
-    # within noise, and the student deciding most of the stream.
-    assert abs(kafka["accuracy"] - local["accuracy"]) <= 0.02
+    # must hold whatever the machine's speed: every event decided, the accuracy no worse
+    # than in-process (beyond noise), and the student deciding most of the stream. A slower
+    # refresh sends more to the teacher, which only raises the accuracy (CI once measured
+    # 0.969 through Kafka with 25.9% calls against 0.948 with 20.4% in-process), so the
+    # bound is one-sided.
+    assert kafka["accuracy"] >= local["accuracy"] - 0.02
     assert kafka["student_share"] >= 0.6 and kafka["accuracy"] >= 0.95
 
 
