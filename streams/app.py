@@ -1,16 +1,18 @@
 """The classify worker: a faust app with one thin agent per task.
 
-Each agent takes micro-batches of raw events (``take_events(n, within=s)``), hands them to
-``process_batch`` (plain code: decode, one ``predict_many``, route) and sends what it
-returns, keyed by event id. Nothing raises out of an agent body (faust would ack the events
-and lose them). A batch is acked only when the broker has acknowledged every one of its
-outputs: each send's future is checked (aiokafka's ``flush`` never raises), a retriable
-failure (batch expiry during an outage, a leader change) re-sends what failed, and a
-non-retriable one (a record too large, a missing ACL) ends the process at once with exit
-code ``FATAL_EXIT`` and nothing acked, for the supervisor to restart it. ``take_events``
-acks a batch in a ``finally``, so when the body is left early (a cancellation at SIGTERM
-while a send is retrying) the batch's messages are marked so that those acks do nothing:
-their offsets are never committed and they are redelivered. Before faust subscribes, the
+Each agent takes one micro-batch per fetch: the classify app's consumer delivers the
+messages of an input topic that one fetch returned (at most ``batch_size``) as a single
+``MessageBatch`` event (``streams/drain.py``), so faust's per-message stream machinery runs
+once a batch. The agent hands the batch to ``process_batch`` (plain code: decode, one
+``predict_many``, route) and sends what it returns, keyed by event id. Nothing raises out
+of an agent body for bad input. A batch's messages are acked only when the broker has
+acknowledged every one of its outputs: each send's future is checked (aiokafka's ``flush``
+never raises), a retriable failure (batch expiry during an outage, a leader change)
+re-sends what failed, and a non-retriable one (a record too large, a missing ACL) ends the
+process at once with exit code ``FATAL_EXIT`` and nothing acked, for the supervisor to
+restart it. A ``MessageBatch`` is born acked, so faust's own ack of the event (which it
+runs in a ``finally``, even when the body is left by a cancellation at SIGTERM) does
+nothing; only ``ack_batch`` acks its messages. Before faust subscribes, the
 worker waits until its topics are in the cluster's metadata (DESIGN §4).
 """
 
@@ -22,7 +24,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,7 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.serde import encode
 from streams.decode import Item, RawEvent, decode_event, encode_output
-from streams.drain import DrainApp
+from streams.drain import DrainApp, ack_batch
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, route_batch
@@ -57,18 +59,6 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, KafkaTimeoutError | TimeoutError):
         return True
     return bool(getattr(exc, "retriable", False))
-
-
-def hold_back(events: Iterable[Any]) -> None:
-    """Make faust's coming acks of these events no-ops, so their offsets are never committed.
-
-    ``take_events`` acks every event of a batch in a ``finally`` when the body is left, even
-    by a cancellation: a message already marked ``acked`` is skipped by ``Message.ack``, so
-    the consumer never learns it was processed, its offset stays uncommitted (it and what
-    follows it on its partition are redelivered after a restart).
-    """
-    for event in events:
-        event.message.acked = True
 
 
 def _exit_now(code: int) -> None:  # pragma: no cover - ends the process
@@ -126,8 +116,8 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
     return out
 
 
-def raw_event(event: Any) -> RawEvent:
-    message = event.message
+def raw_event(message: Any) -> RawEvent:
+    """A faust ``ConsumerMessage`` as ``process_batch`` takes it."""
     timestamp = getattr(message, "timestamp", None)
     return RawEvent(
         topic=message.topic,
@@ -148,6 +138,7 @@ class ClassifyApp:
     ) -> None:
         self.settings = settings
         self.on_fatal = on_fatal
+        self.tasks = tasks
         self.metrics = ClassifyMetrics()
         self.app = self._make_faust_app()
         loader = loader or default_loader(settings)
@@ -177,8 +168,11 @@ class ClassifyApp:
     def _make_faust_app(self) -> faust.App:
         s = self.settings
         (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+        inputs = frozenset(s.topic(task.input_topic) for task in self.tasks)
         app = DrainApp(  # faust.App with a cheaper fetch loop (streams/drain.py)
             f"{s.topic_prefix}distillery-classify",
+            batch_topics=inputs,  # each agent gets a fetch at a time
+            broker_max_poll_records=s.batch_size,
             broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
             broker_credentials=s.faust_credentials(),
             value_serializer="raw",
@@ -204,40 +198,31 @@ class ClassifyApp:
     def _add_agent(self, rt: TaskRuntime) -> None:
         app = self.app
         source = app.topic(rt.topics["input"], value_serializer="raw", key_serializer="raw")
-        sinks = {
-            name: app.topic(name, value_serializer="raw", key_serializer="raw")
-            for name in {rt.topics["results"], rt.topics["teacher"], rt.topics["deadletter"]}
-        }
         s = self.settings
 
         async def classify(stream: Any) -> None:
             await self.follower.ready.wait()
-            async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+            # One event per fetch: its message is a MessageBatch of up to batch_size input
+            # messages (streams/drain.py). They are acked here, and only here, once every
+            # output is acknowledged; a batch left by an error or a cancellation (SIGTERM
+            # mid-send) is never acked and is redelivered.
+            async for event in stream.events():
+                batch = event.message
                 try:
-                    outputs = process_batch(rt, [raw_event(e) for e in events],
+                    outputs = process_batch(rt, [raw_event(m) for m in batch.messages],
                                             s.dead_letter_value_bytes)
-                    await self._send_all(sinks, outputs)
+                    await send_until_acknowledged(app.producer, outputs)
                 except FatalSendError as exc:
-                    hold_back(events)
                     log.critical("task %s: %s; exiting with code %d, the batch of %d events "
-                                 "not acked", rt.task.name, exc, FATAL_EXIT, len(events))
+                                 "not acked", rt.task.name, exc, FATAL_EXIT,
+                                 len(batch.messages))
                     self.on_fatal(FATAL_EXIT)
                     raise
-                except BaseException:  # cancelled (SIGTERM) mid-send: do not ack unsent events
-                    hold_back(events)
-                    raise
+                ack_batch(app.consumer, batch)
 
         classify.__name__ = f"classify_{rt.task.name}"
         classify.__qualname__ = classify.__name__
         app.agent(source, name=f"classify-{rt.task.name}", concurrency=1)(classify)
-
-    async def _send_all(self, sinks: dict[str, Any], outputs: list[Output]) -> None:
-        """Return once the broker has acknowledged every output of a batch.
-
-        Retriable failures re-send only what failed (with backoff, for as long as it takes);
-        a non-retriable one raises ``FatalSendError``.
-        """
-        await send_until_acknowledged(self.app.producer, outputs)
 
     def _add_services(self) -> None:
         app = self.app

@@ -17,6 +17,16 @@ does, so a rebalance can still abandon a blocked delivery. Everything else in th
 read offsets, gaps for acking topics, commits every ``broker_commit_every`` acks, a yield
 to the event loop every 100 messages — is kept as faust has it.
 
+Topics named in ``DrainApp(batch_topics=...)`` go one step further: the messages of such a
+topic that one fetch returns are delivered to its channel as *one* message, a
+``MessageBatch`` whose value is the list of the fetched ``ConsumerMessage``s. faust's
+per-message delivery path (the conductor's flow-control waits, an ``Event``, a queue put,
+one pass of the stream with its sensors, an ack) then runs once per fetch instead of once
+per message — it cost the classify worker more per event than decoding, inference and
+routing together. Each fetched message is still acked one by one, by the agent, once its
+outputs are acknowledged (``ack_batch``), so faust commits them exactly as if they had come
+singly; a batch not acked is redelivered whole.
+
 ``DrainApp`` is a ``faust.App`` whose Kafka transport uses this consumer; nothing else
 changes.
 """
@@ -30,6 +40,7 @@ from typing import Any
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ConsumerMessage
 
 YIELD_EVERY = 100  # messages between yields to the event loop, as in faust
 
@@ -85,8 +96,49 @@ def run_inline(coro: Awaitable[Any]) -> Coroutine[Any, Any, Any] | None:
     return _finish(coro, pending)
 
 
+class MessageBatch(ConsumerMessage):  # type: ignore[misc]
+    """The messages of one topic from one fetch, delivered to its channel as one message.
+
+    It stands for the last of them (topic, partition, offset, generation); ``messages`` (also
+    its ``value``) holds them all, in fetch order. It is born acked, so that faust never
+    acks it: faust's compiled stream iterator acks a message's own offset inline (it does not
+    call ``on_final_ack``), which here would mark the last message done, whatever became of
+    the others. Its reader acks the messages with ``ack_batch`` once they are processed;
+    a batch nobody acks (a failed send, a cancellation, a batch the stream skipped after a
+    rebalance) leaves every offset in it uncommitted, to be delivered again.
+    """
+
+    __slots__ = ("messages",)
+
+    def __init__(self, messages: list[ConsumerMessage]) -> None:
+        last = messages[-1]
+        super().__init__(
+            last.topic, last.partition, last.offset, last.timestamp, last.timestamp_type,
+            None, None, messages, None, 0,  # type: ignore[arg-type]
+            sum(m.serialized_value_size or 0 for m in messages), last.tp,
+            generation_id=last.generation_id,
+        )
+        self.messages = messages
+        self.acked = True
+
+
+def ack_batch(consumer: Any, batch: MessageBatch) -> None:
+    """Ack every message of ``batch``: faust may now commit their offsets."""
+    consumer._unacked_messages.discard(batch)  # the stream tracked it in their place
+    for message in batch.messages:
+        consumer.ack(message)
+    consumer.app.sensors.on_message_out(batch.tp, batch.offset, batch)
+
+
 class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """faust's aiokafka consumer with a fetch loop that starts each delivery in place."""
+
+    batch_topics: frozenset[str] = frozenset()  # delivered a fetch at a time (MessageBatch)
+
+    async def _deliver(self, callback: Any, message: Any) -> None:  # pragma: no cover
+        rest = run_inline(callback(message))
+        if rest is not None:
+            await self.wait_first(rest, self.suspend_flow.wait())
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs faust
         callback = self.callback
@@ -94,6 +146,7 @@ class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
+        batch_topics = self.batch_topics
         since_yield = 0
         try:
             while not (stopped() or fetcher_stopped()):
@@ -102,6 +155,7 @@ class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 await asyncio.sleep(0)  # getmany may return at once, again and again
                 if self.should_stop:
                     continue
+                batches: dict[str, list[Any]] = {}
                 async for tp, message in records:
                     since_yield += 1
                     if since_yield > YIELD_EVERY:
@@ -116,10 +170,13 @@ class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    rest = run_inline(callback(message))
-                    if rest is not None:
-                        await self.wait_first(rest, self.suspend_flow.wait())
+                    if message.topic in batch_topics:
+                        batches.setdefault(message.topic, []).append(message)
+                    else:
+                        await self._deliver(callback, message)
                     read_offset[tp] = offset
+                for messages in batches.values():
+                    await self._deliver(callback, MessageBatch(messages))
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
@@ -136,10 +193,25 @@ class DrainTransport(faust_aiokafka.Transport):  # type: ignore[misc]
 
 
 class DrainApp(faust.App):  # type: ignore[misc]
-    """A faust app whose consumer is ``DrainConsumer`` (for ``kafka://`` brokers)."""
+    """A faust app whose consumer is ``DrainConsumer`` (for ``kafka://`` brokers).
+
+    ``batch_topics``: topics whose channels get a ``MessageBatch`` per fetch (their
+    agents read ``event.message.messages``); the batch size is bounded by
+    ``broker_max_poll_records``."""
+
+    def __init__(self, *args: Any, batch_topics: frozenset[str] = frozenset(),
+                 **kwargs: Any) -> None:
+        self.batch_topics = batch_topics
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         url = self.conf.broker_consumer[0]
         if getattr(url, "scheme", "kafka") not in ("kafka", "aiokafka"):
             return super()._new_transport()
         return DrainTransport(self.conf.broker_consumer, self)
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        if isinstance(consumer, DrainConsumer):
+            consumer.batch_topics = self.batch_topics
+        return consumer
