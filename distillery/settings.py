@@ -100,7 +100,9 @@ class Settings(BaseSettings):
     model_store: Literal["file", "kafka"] = "file"
 
     # --- stream processors -------------------------------------------------------------
-    batch_size: int = Field(256, ge=1)  # classify: at most this many events a fetch/batch
+    # classify: a fetch brings at most batch_size / 4 events, a batch up to 16 fetches
+    # (streams/app.py); refine: at most batch_size events a batch
+    batch_size: int = Field(256, ge=1)
     batch_within_s: float = Field(0.02, gt=0.0)  # refine: how long a batch may wait to fill
     audit_rate: float = Field(0.02, ge=0.0, le=1.0)
     critical_floor: float = Field(0.2, ge=0.0, le=1.0)

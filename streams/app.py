@@ -43,6 +43,16 @@ from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics_sync
 log = logging.getLogger(__name__)
 
 Output = tuple[str, bytes | None, bytes]  # (topic, key, value)
+# A fetch brings at most batch_size / 4 events; an agent's batch is what up to this many
+# fetches brought (at most 4 × batch_size events). Fetches at a trickle are small (one or
+# two events): taking many at once keeps the agent ahead of them, since each batch waits
+# a broker round trip for its outputs' acks.
+FETCHES_PER_BATCH = 16
+EVENTS_PER_FETCH_DIVISOR = 4
+# ... waiting at most this long for more: at a trickle fetches come every millisecond or
+# two, so this adds little latency (one worker at 1,000 events/s offered, p50 / p99: 16 /
+# 27-39 ms; with 20 ms, 33 / 92 ms)
+TAKE_WITHIN_S = 0.002
 FATAL_EXIT = 70  # EX_SOFTWARE: a non-retriable send error; nothing of the batch was acked
 
 
@@ -172,7 +182,7 @@ class ClassifyApp:
         app = DrainApp(  # faust.App with a cheaper fetch loop (streams/drain.py)
             f"{s.topic_prefix}distillery-classify",
             batch_topics=inputs,  # each agent gets a fetch at a time
-            broker_max_poll_records=s.batch_size,
+            broker_max_poll_records=max(1, s.batch_size // EVENTS_PER_FETCH_DIVISOR),
             broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
             broker_credentials=s.faust_credentials(),
             value_serializer="raw",
@@ -202,23 +212,26 @@ class ClassifyApp:
 
         async def classify(stream: Any) -> None:
             await self.follower.ready.wait()
-            # One event per fetch: its message is a MessageBatch of up to batch_size input
-            # messages (streams/drain.py). They are acked here, and only here, once every
-            # output is acknowledged; a batch left by an error or a cancellation (SIGTERM
-            # mid-send) is never acked and is redelivered.
-            async for event in stream.events():
-                batch = event.message
+            # One event per fetch: its message is a MessageBatch of input messages
+            # (streams/drain.py). The agent takes what up to FETCHES_PER_BATCH fetches
+            # brought, waiting at most TAKE_WITHIN_S for more, so that the fetches arriving
+            # while it waits for the broker's acks are processed together. Messages
+            # are acked here, and only here, once every output is acknowledged; a batch left
+            # by an error or a cancellation (SIGTERM mid-send) is redelivered.
+            async for events in stream.take_events(FETCHES_PER_BATCH, within=TAKE_WITHIN_S):
+                batches = [event.message for event in events]
+                messages = [m for batch in batches for m in batch.messages]
                 try:
-                    outputs = process_batch(rt, [raw_event(m) for m in batch.messages],
+                    outputs = process_batch(rt, [raw_event(m) for m in messages],
                                             s.dead_letter_value_bytes)
                     await send_until_acknowledged(app.producer, outputs)
                 except FatalSendError as exc:
                     log.critical("task %s: %s; exiting with code %d, the batch of %d events "
-                                 "not acked", rt.task.name, exc, FATAL_EXIT,
-                                 len(batch.messages))
+                                 "not acked", rt.task.name, exc, FATAL_EXIT, len(messages))
                     self.on_fatal(FATAL_EXIT)
                     raise
-                ack_batch(app.consumer, batch)
+                for batch in batches:
+                    ack_batch(app.consumer, batch)
 
         classify.__name__ = f"classify_{rt.task.name}"
         classify.__qualname__ = classify.__name__
