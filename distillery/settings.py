@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     model_store: Literal["file", "kafka"] = "file"
 
     # --- stream processors -------------------------------------------------------------
-    # classify: a fetch brings at most batch_size / 4 events, a batch up to 16 fetches
+    # classify: a fetch brings at most batch_size events, a batch up to 16 fetches
     # (streams/app.py); refine: at most batch_size events a batch
     batch_size: int = Field(256, ge=1)
     batch_within_s: float = Field(0.02, gt=0.0)  # refine: how long a batch may wait to fill
