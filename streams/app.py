@@ -1,19 +1,19 @@
 """The classify worker: a faust app with one thin agent per task.
 
-Each agent takes one micro-batch per fetch: the classify app's consumer delivers the
-messages of an input topic that one fetch returned (at most ``batch_size``) as a single
-``MessageBatch`` event (``streams/drain.py``), so faust's per-message stream machinery runs
-once a batch. The agent hands the batch to ``process_batch`` (plain code: decode, one
-``predict_many``, route) and sends what it returns, keyed by event id. Nothing raises out
-of an agent body for bad input. A batch's messages are acked only when the broker has
-acknowledged every one of its outputs: each send's future is checked (aiokafka's ``flush``
-never raises), a retriable failure (batch expiry during an outage, a leader change)
-re-sends what failed, and a non-retriable one (a record too large, a missing ACL) ends the
-process at once with exit code ``FATAL_EXIT`` and nothing acked, for the supervisor to
-restart it. A ``MessageBatch`` is born acked, so faust's own ack of the event (which it
-runs in a ``finally``, even when the body is left by a cancellation at SIGTERM) does
-nothing; only ``ack_batch`` acks its messages. Before faust subscribes, the
-worker waits until its topics are in the cluster's metadata (DESIGN §4).
+The classify app's consumer delivers the messages of an input topic that one fetch returned
+(at most ``batch_size``) as a single ``MessageBatch`` event (``streams/drain.py``), so
+faust's per-message stream machinery runs once a fetch; each agent takes what up to
+``FETCHES_PER_BATCH`` fetches brought as one micro-batch. It hands the micro-batch to
+``process_batch`` (plain code: decode, one ``predict_many``, route) and sends what it
+returns, keyed by event id. Nothing raises out of an agent body for bad input. A batch's
+messages are acked only when the broker has acknowledged every one of its outputs: each
+send's future is checked (aiokafka's ``flush`` never raises), a retriable failure (batch
+expiry during an outage, a leader change) re-sends what failed, and a non-retriable one (a
+record too large, a missing ACL) ends the process at once with exit code ``FATAL_EXIT`` and
+nothing acked, for the supervisor to restart it. A ``MessageBatch`` is born acked, so
+faust's own ack of the event (which it runs in a ``finally``, even when the body is left by
+a cancellation at SIGTERM) does nothing; only ``ack_batch`` acks its messages. Before faust
+subscribes, the worker waits until its topics are in the cluster's metadata (DESIGN §4).
 """
 
 from __future__ import annotations
