@@ -31,7 +31,8 @@ class ClassifyMetrics:
         self.dead = Counter("distillery_dead_lettered_total", "Events dead-lettered, by reason",
                             ["task", "reason"], registry=r)
         self.batch_size = Histogram("distillery_batch_size", "Events per micro-batch", ["task"],
-                                    buckets=(1, 4, 16, 64, 128, 256, 512, 1024), registry=r)
+                                    buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096),
+                                    registry=r)
         self.inference = Histogram("distillery_inference_seconds",
                                    "Student inference time per batch", ["task"], registry=r,
                                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
