@@ -20,7 +20,13 @@ from distillery.settings import load_settings
 from schemas.records import Ticket
 from schemas.serde import encode
 from streams.topics import create_topics
-from tests.streams.kit import collect, produce_paced, start_classify, stop
+from tests.streams.kit import (
+    collect,
+    produce_paced,
+    start_classify,
+    stop,
+    wait_until_consuming,
+)
 from workers.runtime.procs import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -61,6 +67,8 @@ def test_add_a_worker_then_stop_one_under_load(kafka_bootstrap: str, tmp_path: P
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
     worker_a = start_classify(settings, log_a, DISTILLERY_WEB_PORT=str(port_a), **extra)
     worker_b = None
+    # joined before the stream starts: a fast worker must not find it all as a backlog
+    wait_until_consuming(settings, 1, workers=(worker_a,))
     producer = threading.Thread(target=produce_paced, args=(settings, good, 250.0))
     producer.start()
     try:

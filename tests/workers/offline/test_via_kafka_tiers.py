@@ -78,4 +78,6 @@ def test_cascade_backtest_via_kafka(clinc_dir: Path, kafka_bootstrap: str,
     assert shares["tier1"] + shares["tier2"] == pytest.approx(kafka["coverage"])
     refine_log = (tmp_path / "logs" / "refine-backtest.log").read_text(encoding="utf-8")
     assert shares["tier2"] > 0.0, refine_log[-2000:]
-    assert abs(kafka["accuracy"] - local["accuracy"]) <= 0.05
+    # one-sided: a slower machine trains tier 2 later and sends more to the teacher, which
+    # only raises the accuracy (measured: 0.963 through Kafka against 0.938 in-process)
+    assert kafka["accuracy"] >= local["accuracy"] - 0.05
