@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +26,7 @@ from streams.announce import announcement_for, publish_announcement
 from streams.decode import Item, RawEvent
 from streams.routing import Policy, audit_selected, route_batch
 from tests.streams.kit import collect, start_classify, stop
+from workers.runtime.procs import free_port
 
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
            "pin_change", "freeze_account", "transfer", "interest_rate", "spending_history"]
@@ -130,6 +132,22 @@ def test_mixed_stream_routes_every_event_once_with_the_right_reason(
     assert sorted(d.key for d in out["dead"]) == [b"junk-1", b"junk-2"]
 
 
+def _until_metric(port: int, line: str, timeout_s: float = 120) -> None:
+    """Until the worker's /metrics has ``line`` (a swap or a refusal happened)."""
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            text = ""
+        if line in text.splitlines():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"no {line!r} in /metrics within {timeout_s:.0f}s:\n{text[-2000:]}")
+
+
 @pytest.mark.slow
 def test_hot_swap_mid_stream_loses_nothing_and_refuses_a_bad_model(
     kafka_settings: Settings, tmp_path: Path, clinc_dir: Path
@@ -144,19 +162,22 @@ def test_hot_swap_mid_stream_loses_nothing_and_refuses_a_bad_model(
     batch1 = [TextItem(id=f"a-{i}", text=t) for i, t in enumerate(texts)]
     batch2 = [TextItem(id=f"b-{i}", text=t) for i, t in enumerate(texts)]
     batch3 = [TextItem(id=f"c-{i}", text=t) for i, t in enumerate(texts)]
+    port = free_port()
     worker = start_classify(s, tmp_path / "worker.log", tasks=("intents",),
-                            DISTILLERY_TASKS_FILE=str(s.tasks_file))
+                            DISTILLERY_TASKS_FILE=str(s.tasks_file),
+                            DISTILLERY_WEB_PORT=str(port))
     try:
         _produce(s, batch1)
         collect(s, "intents.decisions", "intents.teacher", {i.id for i in batch1}, 0, 120)
         _announce(s, second, sha256="0" * 64)  # a checksum that does not match: refused
         _announce(s, second)  # the real one: swapped in between batches
-        time.sleep(5)
+        _until_metric(port, f'distillery_model_version_info{{task="intents",version='
+                            f'"{second.version}"}} 1.0')
         _produce(s, batch2)
         collect(s, "intents.decisions", "intents.teacher", {i.id for i in batch2}, 0, 120)
         (first.directory / "model.onnx").write_bytes(b"truncated")  # corrupt on disk
         _announce(s, first)  # a rollback to a file that is now corrupt: refused
-        time.sleep(5)
+        _until_metric(port, 'distillery_model_rejected_total{task="intents"} 2.0')
         _produce(s, batch3)
         out = collect(s, "intents.decisions", "intents.teacher",
                       {i.id for i in batch1 + batch2 + batch3}, 0, 120)
