@@ -267,12 +267,13 @@ def test_teacher_down_under_load_loses_nothing(kafka_settings: Settings) -> None
         async def scenario(worker: TeacherWorker, collector: Collector) -> None:
             await produce(settings, TICKETS, list(items[:40]))
             await collector.wait(lambda o: len(o.decisions) >= 10)
-            server.outage(3.0, mode="drop")
+            server.outage(600.0, mode="drop")  # down until the worker has paused
             await produce(settings, TICKETS, list(items[40:]))
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 60.0
+            while time.monotonic() < deadline and not paused_seen[-1:] == [1.0]:
                 paused_seen.append(worker.metrics.value("distillery_teacher_paused"))
                 await asyncio.sleep(0.1)
+            server.outage(0.0)  # back up
             await collector.wait(lambda o: len({d.id for d in o.decisions}) >= 120, 90)
 
         worker, out = asyncio.run(with_worker(settings, teacher, scenario))
