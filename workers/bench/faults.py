@@ -348,10 +348,12 @@ def teacher_storm(rig: Rig, events: int = 3000, storm_s: float = 60.0,
 
     s = rig.settings("storm")
     rng = random.Random(14)
-    until = {"t": 0.0}
+    until = {"t": 0.0}  # the storm starts with the first call (not with a slow start-up)
     calls = Counter[str]()
 
     def default(item: str, labels: list[str]) -> Any:
+        if not until["t"]:
+            until["t"] = time.monotonic() + storm_s
         storming = time.monotonic() < until["t"]
         calls["storm" if storming else "calm"] += 1
         if storming and rng.random() < share:
@@ -363,10 +365,12 @@ def teacher_storm(rig: Rig, events: int = 3000, storm_s: float = 60.0,
     with _fake_teacher(default) as server:
         env = _teacher_env(server) | {"DISTILLERY_TEACHER_BREAKER_FAILURES": "1000"}
         rig.worker(s, "teacher", "--task", "tickets", **env)
-        until["t"] = time.monotonic() + storm_s
-        rig.progress(f"teacher: HTTP 500 to {share:.0%} of the calls for {storm_s:.0f}s")
+        rig.progress(f"teacher: HTTP 500 to {share:.0%} of the calls for {storm_s:.0f}s "
+                     "from the first call")
         produce(s, "tickets.teacher", items, rate=events / storm_s)
-        time.sleep(max(0.0, until["t"] - time.monotonic()))
+        deadline = time.monotonic() + 300  # the worker must have called by then
+        while time.monotonic() < deadline and not (until["t"] and time.monotonic() >= until["t"]):
+            time.sleep(0.1)
         fault_end = time.monotonic()
         want = {k.decode() for k, _ in items if k}
         return _account(s, "teacher_500_half_the_calls", want, fault_end, timeout_s=300,
