@@ -247,8 +247,12 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
     # refresh sends more to the teacher, which only raises the accuracy (CI once measured
     # 0.969 through Kafka with 25.9% calls against 0.948 with 20.4% in-process), so the
     # bound is one-sided.
+    # No absolute floor above the in-process figure either: the in-process run itself
+    # measures 0.948, and a fast machine's run through Kafka comes close to it (CI: 0.944);
+    # the floor is the accuracy the system is calibrated to.
     assert kafka["accuracy"] >= local["accuracy"] - 0.02
-    assert kafka["student_share"] >= 0.6 and kafka["accuracy"] >= 0.95
+    assert kafka["accuracy"] >= s.accuracy_target
+    assert kafka["student_share"] >= 0.6
 
 
 def _example(i: int, label: str, reason: str = "low_confidence") -> Example:
