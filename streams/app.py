@@ -147,9 +147,8 @@ class ClassifyApp:
     ) -> None:
         self.settings = settings
         self.on_fatal = on_fatal
-        self.tasks = tasks
         self.metrics = ClassifyMetrics()
-        self.app = self._make_faust_app()
+        self.app = self._make_faust_app(tasks)
         loader = loader or default_loader(settings)
         self.runtimes: dict[str, TaskRuntime] = {}
         for task in tasks:
@@ -174,10 +173,10 @@ class ClassifyApp:
         )
         self._add_services()
 
-    def _make_faust_app(self) -> faust.App:
+    def _make_faust_app(self, tasks: list[TaskConfig]) -> faust.App:
         s = self.settings
         (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-        inputs = frozenset(s.topic(task.input_topic) for task in self.tasks)
+        inputs = frozenset(s.topic(task.input_topic) for task in tasks)
         app = DrainApp(  # faust.App with a cheaper fetch loop (streams/drain.py)
             f"{s.topic_prefix}distillery-classify",
             batch_topics=inputs,  # each agent gets a fetch at a time

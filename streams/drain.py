@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -108,7 +108,7 @@ class MessageBatch(ConsumerMessage):  # type: ignore[misc]
     rebalance) leaves every offset in it uncommitted, to be delivered again.
     """
 
-    __slots__ = ("messages",)
+    __slots__ = ()
 
     def __init__(self, messages: list[ConsumerMessage]) -> None:
         last = messages[-1]
@@ -118,8 +118,11 @@ class MessageBatch(ConsumerMessage):  # type: ignore[misc]
             sum(m.serialized_value_size or 0 for m in messages), last.tp,
             generation_id=last.generation_id,
         )
-        self.messages = messages
         self.acked = True
+
+    @property
+    def messages(self) -> list[ConsumerMessage]:
+        return cast("list[ConsumerMessage]", self.value)
 
 
 def ack_batch(consumer: Any, batch: MessageBatch) -> None:
@@ -133,8 +136,6 @@ def ack_batch(consumer: Any, batch: MessageBatch) -> None:
 class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """faust's aiokafka consumer with a fetch loop that starts each delivery in place."""
 
-    batch_topics: frozenset[str] = frozenset()  # delivered a fetch at a time (MessageBatch)
-
     async def _deliver(self, callback: Any, message: Any) -> None:  # pragma: no cover
         rest = run_inline(callback(message))
         if rest is not None:
@@ -146,7 +147,8 @@ class DrainConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         fetcher_stopped = fetcher._stopped.is_set
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        batch_topics = self.batch_topics
+        # delivered a fetch at a time (MessageBatch)
+        batch_topics = cast("DrainApp", self.app).batch_topics
         since_yield = 0
         try:
             while not (stopped() or fetcher_stopped()):
@@ -209,9 +211,3 @@ class DrainApp(faust.App):  # type: ignore[misc]
         if getattr(url, "scheme", "kafka") not in ("kafka", "aiokafka"):
             return super()._new_transport()
         return DrainTransport(self.conf.broker_consumer, self)
-
-    def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
-        if isinstance(consumer, DrainConsumer):
-            consumer.batch_topics = self.batch_topics
-        return consumer
