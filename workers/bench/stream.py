@@ -333,6 +333,8 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
                 remove_topics(s)
     keys = sorted({"passthrough", "plain", "faust", f"faust_{cfg.workers}"})
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
+    ratios = [r["faust"] / r["passthrough"] for r in runs]
+    scalings = [r[f"faust_{cfg.workers}"] / r["faust"] for r in runs]
     return {
         "events": cfg.events,
         "repeats": cfg.repeats,
@@ -343,11 +345,11 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
         "passthrough_events_per_s": med["passthrough"],
         "plain_loop_events_per_s": med["plain"],
         # each ratio against its baseline from the same repeat, then the median of those
-        "ratio": statistics.median(r["faust"] / r["passthrough"] for r in runs),
-        "ratio_runs": [r["faust"] / r["passthrough"] for r in runs],
+        "ratio": statistics.median(ratios),
+        "ratio_runs": ratios,
         "ratio_to_plain_loop": statistics.median(r["faust"] / r["plain"] for r in runs),
-        "scaling": statistics.median(r[f"faust_{cfg.workers}"] / r["faust"] for r in runs),
-        "scaling_runs": [r[f"faust_{cfg.workers}"] / r["faust"] for r in runs],
+        "scaling": statistics.median(scalings),
+        "scaling_runs": scalings,
         "latency_ms": {"p50": runs[0]["p50"], "p99": runs[0]["p99"]},
         "offered_rate": cfg.offered_rate,
         "runs": runs,
