@@ -13,6 +13,7 @@ accuracy target, and the "does distillation pay" verdict.
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from workers.offline.embedcache import TextEmbeddings
 from workers.offline.figures import BacktestFigures, Served, figures_of
 from workers.trainer.refresh import refresh_config, refresh_once, refresh_step
 from workers.trainer.store import Example
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,22 @@ def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
 
 def load_history(path: Path, text_col: str, id_col: str | None, teacher_col: str,
                  gold_col: str | None) -> list[HistoryRow]:
+    """The history's rows; a row with a blank text is skipped with a warning (a stream
+    dead-letters such an event as ``invalid``: it never reaches the student or the teacher)."""
     rows = read_rows(path)
     for col in (text_col, teacher_col, *(c for c in (id_col, gold_col) if c)):
         _column(rows, col, path)
-    return [
-        HistoryRow(str(r[id_col]) if id_col else f"row-{i}", str(r[text_col]),
+    history = [
+        HistoryRow(str(r[id_col]) if id_col else f"row-{i}", str(r[text_col] or ""),
                    str(r[teacher_col]), str(r[gold_col]) if gold_col else None)
         for i, r in enumerate(rows)
     ]
+    kept = [row for row in history if row.text.strip()]
+    if len(kept) < len(history):
+        blank = [row.id for row in history if not row.text.strip()]
+        log.warning("%s: %d rows with a blank text skipped (a stream dead-letters them): %s",
+                    path, len(blank), ", ".join(blank[:5]) + (" ..." if len(blank) > 5 else ""))
+    return kept
 
 
 def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],
@@ -144,7 +155,8 @@ class Backtest:
                                       registry.show(self.task.name).data, []))
 
     def run(self) -> BacktestFigures:
-        policy = Policy(self.cfg.audit_rate, self.cfg.critical_floor)
+        policy = Policy(self.cfg.audit_rate, self.cfg.critical_floor,
+                        self.settings.cascade_floors_onward)
         if self.bootstrap:
             self._refresh()
         decided: list[str] = []
