@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     critical_floor_conservative: float = Field(0.05, ge=0.0, le=1.0)  # few examples yet
     min_critical_examples: int = Field(3, ge=0)  # per critical label, to serve at all
     min_class_support: int = Field(20, ge=1)
+    # tier 2 may carry a verdict memory (kNN over past verdicts' embeddings, its radius
+    # calibrated; models/embed/memory.py). Off by default: it did not pay on the dev streams
+    # (README "The second tier")
+    verdict_memory: bool = False
+    # tier 2 calibrated for the cascade as a whole (its thresholds and floors against what
+    # tier 1 decides of the same held-out items) instead of on its own; off by default: at
+    # one accuracy target it trades accuracy for calls, no better frontier measured
+    cascade_joint_calibration: bool = False
+    # in a cascade, an item tier 1 flags as critical by a floor alone goes on to tier 2
+    # (whose floors judge it) instead of straight to the teacher; off by default: on hateval
+    # it cut teacher calls but the catch rate fell (README "The second tier")
+    cascade_floors_onward: bool = False
     calibration_z: float = Field(1.0, ge=0.0)  # Wilson bounds on accuracy and catch rate
     min_calibration: int = Field(50, ge=1)  # held-out verdicts wanted per refresh
     gate_tolerance: float = Field(0.01, ge=0.0)

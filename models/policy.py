@@ -65,6 +65,15 @@ class Decided:
     label_ids: np.ndarray  # int: the student's label (argmax)
     confidence: np.ndarray  # float: its probability
     reason_codes: np.ndarray  # int8: index into REASONS
+    # bool: routed ``critical`` by a floor alone (the predicted label is not critical): in a
+    # cascade such an item goes on to the next stage, whose own floors judge it
+    by_floor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    @property
+    def onward(self) -> np.ndarray:
+        """bool: what a cascade hands to its next stage — undecided, and not a critical
+        prediction (``low_confidence``, or ``critical`` by a floor alone)."""
+        return np.asarray(~self.decided & ((self.reason_codes != CRITICAL) | self.by_floor))
 
     def reasons(self) -> list[Reason]:
         return [REASONS[int(c)] for c in self.reason_codes]
@@ -78,6 +87,8 @@ def decide(probs: np.ndarray, policy: DecisionPolicy) -> Decided:
     ...                      [0.1, 0.2, 0.7]]), p)
     >>> d.decided.tolist(), d.reasons()
     ([True, False, False, False], ['confident', 'low_confidence', 'critical', 'critical'])
+    >>> d.by_floor.tolist(), d.onward.tolist()  # the third by its floor, the fourth predicted
+    ([False, False, True, False], [False, True, True, False])
     """
     probs = np.asarray(probs)
     n = probs.shape[0]
@@ -85,19 +96,23 @@ def decide(probs: np.ndarray, policy: DecisionPolicy) -> Decided:
         raise ValueError(f"probabilities of shape {probs.shape} for {len(policy.labels)} labels")
     if n == 0:
         empty = np.zeros(0, dtype=bool)
-        return Decided(empty, np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, np.int8))
+        return Decided(empty, np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, np.int8),
+                       empty)
     label_ids = probs.argmax(axis=1)
     confidence = probs[np.arange(n), label_ids]
     thresholds = np.asarray(policy.thresholds, dtype=np.float64)
     codes = np.where(confidence >= thresholds[label_ids], CONFIDENT, LOW_CONFIDENCE)
+    by_floor = np.zeros(n, dtype=bool)
     if policy.floors:
         index = {name: i for i, name in enumerate(policy.labels)}
         ids = np.array([index[c] for c in policy.floors], dtype=np.int64)
         floors = np.array(list(policy.floors.values()), dtype=np.float64)
-        critical = (probs[:, ids] >= floors).any(axis=1) | np.isin(label_ids, ids)
-        codes = np.where(critical, CRITICAL, codes)
+        predicted = np.isin(label_ids, ids)
+        floored = (probs[:, ids] >= floors).any(axis=1)
+        by_floor = floored & ~predicted
+        codes = np.where(floored | predicted, CRITICAL, codes)
     codes = codes.astype(np.int8)
-    return Decided(codes == CONFIDENT, label_ids, confidence, codes)
+    return Decided(codes == CONFIDENT, label_ids, confidence, codes, by_floor)
 
 
 # --- the manifest's shape ---------------------------------------------------------------

@@ -157,6 +157,7 @@ class ClassifyApp:
             policy = Policy(
                 audit_rate=_first(task.policy.audit_rate, settings.audit_rate),
                 critical_floor=_first(task.policy.critical_floor, settings.critical_floor),
+                floors_onward=settings.cascade_floors_onward,
             )
             rt = TaskRuntime(task, holder, policy, settings.max_text_chars, self.metrics)
             rt.topics = {

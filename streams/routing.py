@@ -14,8 +14,10 @@ label). For each decoded item:
 
 When the task runs the cascade (``tiers`` has ``embed``), a ``low_confidence`` request goes
 to tier 2 (``Routed.destination`` is ``"refine"``: the ``<task>.refine`` topic) instead of
-the teacher; ``critical`` and ``cold_start`` still go to the teacher (a critical item skips
-tier 2), and so do audits.
+the teacher; with ``Policy.floors_onward`` (``DISTILLERY_CASCADE_FLOORS_ONWARD``) so does a
+``critical`` one flagged by a floor alone (the predicted label is not critical): tier 2's own
+calibrated floors judge whether it must reach the teacher. A critical prediction and
+``cold_start`` go to the teacher, and so do audits.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from distillery.tasks import TaskConfig
-from models.policy import REASONS, DecisionPolicy, decide
+from models.policy import LOW_CONFIDENCE, REASONS, DecisionPolicy, decide
 from schemas.records import Decision, RequestReason, TeacherRequest, to_millis
 from streams.decode import Item
 
@@ -51,6 +53,7 @@ class Policy:
 
     audit_rate: float
     critical_floor: float
+    floors_onward: bool = False  # a cascade hands floor-only critical items to tier 2
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,11 @@ def route_batch(
         ]
     predictions = student.predict_many([item.text for item in items])
     decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
+    if task.cascade:
+        onward = (decided.onward if policy.floors_onward
+                  else decided.reason_codes == LOW_CONFIDENCE).tolist()
+    else:
+        onward = [False] * len(items)
     out: list[Routed] = []
     for i, item in enumerate(items):
         label = student.labels[int(decided.label_ids[i])]
@@ -139,7 +147,7 @@ def route_batch(
                 audit = _request(task, item, "audit", label, conf, student.version, now)
             out.append(Routed(item, decision, audit))
             continue
-        to_tier2 = reason == "low_confidence" and task.cascade
+        to_tier2 = onward[i]
         out.append(
             Routed(item, None, _request(task, item, reason, label, conf, student.version, now),
                    "refine" if to_tier2 else "teacher")

@@ -1,12 +1,15 @@
 """The cascade's routing, as one function over both tiers' probabilities.
 
-Tier 1 (hashed n-grams) decides what its policy accepts; an item tier 1 routes as
-``critical`` goes straight to the teacher (a critical item skips tier 2); the rest
-(``low_confidence``) goes to tier 2, which decides what *its* policy accepts and forwards the
-remainder to the teacher. Both tiers route with ``models.policy.decide`` and the figures
+Tier 1 (hashed n-grams) decides what its policy accepts; a ``critical`` item goes straight
+to the teacher; the rest (``low_confidence``; with ``floors_onward`` also the items flagged
+critical by a floor alone, ``Decided.onward``, whose fate tier 2's own floors then decide)
+goes to tier 2, which decides what *its* policy accepts and forwards the remainder to the
+teacher. Both tiers route with ``models.policy.decide`` and the figures
 come from ``models.system.system_metrics``: nothing here re-implements either.
 
-Tier 2's policy is calibrated on what it will see: the held-out items tier 1 forwards.
+Tier 2's policy is calibrated on what it will see, the held-out items tier 1 forwards, and
+against what tier 1 decides of the rest (``earlier_part``): the thresholds and floors are
+chosen so that the cascade as a whole meets the accuracy and catch targets.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.policy import CRITICAL, DecisionPolicy, decide
+from models.calibrate import Decided
+from models.policy import LOW_CONFIDENCE, DecisionPolicy, decide
+from models.policy import Decided as Decided1
 from models.system import SystemMetrics, system_metrics
 
 TEACHER, TIER1, TIER2 = 0, 1, 2
@@ -26,7 +31,7 @@ TEACHER, TIER1, TIER2 = 0, 1, 2
 class CascadeRoute:
     tier: np.ndarray  # int8 [n]: TIER1, TIER2 or TEACHER (who decides the item)
     label_ids: np.ndarray  # int [n]: the deciding tier's label (tier 2's where it saw it)
-    skipped: np.ndarray  # bool [n]: tier 1 sent it to the teacher as critical
+    skipped: np.ndarray  # bool [n]: tier 1 sent it to the teacher (critical prediction)
 
     @property
     def decided(self) -> np.ndarray:
@@ -39,14 +44,41 @@ class CascadeRoute:
                 "teacher": float((self.tier == TEACHER).sum() / n)}
 
 
-def forwarded(probs1: np.ndarray, policy1: DecisionPolicy) -> np.ndarray:
-    """Which items tier 1 sends to tier 2 (undecided, and not routed as critical)."""
+def handed_on(d: Decided1, floors_onward: bool) -> np.ndarray:
+    """Which of tier 1's items go to tier 2: ``low_confidence`` ones, and with
+    ``floors_onward`` those flagged critical by a floor alone (``Decided.onward``)."""
+    return np.asarray(d.onward if floors_onward else d.reason_codes == LOW_CONFIDENCE)
+
+
+def forwarded(probs1: np.ndarray, policy1: DecisionPolicy,
+              floors_onward: bool = False) -> np.ndarray:
+    """Which items tier 1 sends to tier 2 (see ``handed_on``)."""
+    return handed_on(decide(probs1, policy1), floors_onward)
+
+
+def earlier_part(probs1: np.ndarray, policy1: DecisionPolicy, truth: np.ndarray,
+                 weights: np.ndarray, critical: Sequence[str],
+                 floors_onward: bool = False) -> Decided:
+    """What tier 1 decides of the held-out items, as the weight sums tier 2 is calibrated
+    against (``models.calibrate.Decided``): the cascade as a whole must meet the targets."""
     d = decide(probs1, policy1)
-    return np.asarray(~d.decided & (d.reason_codes != CRITICAL))
+    right = d.label_ids == truth
+    w = np.asarray(weights, dtype=np.float64)
+    kept = ~handed_on(d, floors_onward)  # decided by tier 1, or sent to the teacher
+    index = {name: i for i, name in enumerate(policy1.labels)}
+    totals: dict[str, tuple[float, float]] = {}
+    caught: dict[str, float] = {}
+    for label in critical:
+        mine = (truth == index[label]) & kept
+        totals[label] = (float(w[mine].sum()), float((w[mine] ** 2).sum()))
+        caught[label] = float(w[mine & (~d.decided | right)].sum())
+    return Decided(weight=float(w[d.decided].sum()), correct=float(w[d.decided & right].sum()),
+                   squares=float((w[d.decided] ** 2).sum()), critical_total=totals,
+                   critical_caught=caught)
 
 
 def route_cascade(probs1: np.ndarray, policy1: DecisionPolicy, probs2: np.ndarray | None,
-                  policy2: DecisionPolicy | None) -> CascadeRoute:
+                  policy2: DecisionPolicy | None, floors_onward: bool = False) -> CascadeRoute:
     """Route every item through tier 1, then tier 2 for what tier 1 forwards.
 
     ``probs2`` has a row per item (only the forwarded rows are read) or is None for tier 1
@@ -55,11 +87,12 @@ def route_cascade(probs1: np.ndarray, policy1: DecisionPolicy, probs2: np.ndarra
     d1 = decide(probs1, policy1)
     tier = np.where(d1.decided, TIER1, TEACHER).astype(np.int8)
     labels = d1.label_ids.copy()
-    skipped = np.asarray(d1.reason_codes == CRITICAL)
+    onward = handed_on(d1, floors_onward)
+    skipped = np.asarray(~d1.decided & ~onward)
     if probs2 is not None and policy2 is not None:
         if tuple(policy2.labels) != tuple(policy1.labels):
             raise ValueError("the two tiers' label sets differ")
-        rows = np.flatnonzero(~d1.decided & ~skipped)
+        rows = np.flatnonzero(onward)
         d2 = decide(probs2[rows], policy2)
         tier[rows[d2.decided]] = TIER2
         labels[rows] = d2.label_ids

@@ -16,8 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distillery.errors import ModelError
 from models.calibrate import softmax
+from models.embed.memory import Memory, memory_nodes
 
 OPSET = 17
+EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,24 @@ def train_head(x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float = 1e-4,
                 layer.bias.detach().numpy().astype(np.float32).copy())
 
 
-def export_head(head: Head, temperature: float) -> bytes:
-    """The head as one ONNX file: ``probs = softmax((embedding · Wᵀ + b) / T)``."""
+def scores(head: Head, x: np.ndarray, memory: Memory | None) -> np.ndarray:
+    """What calibration fits its temperature over: the head's logits, or with a verdict
+    memory the log of the memory-mixed probabilities (``models.embed.memory``)."""
+    if memory is None:
+        return head.logits(x)
+    mixed = memory.mix(softmax(head.logits(x)), x)
+    return np.asarray(np.log(np.maximum(mixed, EPS)), dtype=np.float32)
+
+
+def head_probs(head: Head, x: np.ndarray, temperature: float,
+               memory: Memory | None = None) -> np.ndarray:
+    """The exported graph's output, in numpy (the parity reference)."""
+    return softmax(scores(head, x, memory), temperature)
+
+
+def export_head(head: Head, temperature: float, memory: Memory | None = None) -> bytes:
+    """The head as one ONNX file: ``probs = softmax((embedding · Wᵀ + b) / T)``, or with a
+    verdict memory ``softmax(log mix(softmax(embedding · Wᵀ + b), memory vote) / T)``."""
     if not np.isfinite(temperature) or temperature <= 0:
         raise ModelError(f"temperature must be positive and finite, got {temperature}")
     k, d = head.weight.shape
@@ -72,9 +90,17 @@ def export_head(head: Head, temperature: float) -> bytes:
     nodes = [
         helper.make_node("MatMul", ["embedding", "wt"], ["xw"]),
         helper.make_node("Add", ["xw", "b"], ["logits"]),
-        helper.make_node("Div", ["logits", "t"], ["scaled"]),
-        helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
     ]
+    if memory is None:
+        nodes.append(helper.make_node("Div", ["logits", "t"], ["scaled"]))
+    else:
+        mix_nodes, mix_inits = memory_nodes(memory, "p_head", "mixed")
+        inits += [*mix_inits, numpy_helper.from_array(np.array(EPS, dtype=np.float32), "eps")]
+        nodes += [helper.make_node("Softmax", ["logits"], ["p_head"], axis=-1), *mix_nodes,
+                  helper.make_node("Max", ["mixed", "eps"], ["mixed_pos"]),
+                  helper.make_node("Log", ["mixed_pos"], ["log_mixed"]),
+                  helper.make_node("Div", ["log_mixed", "t"], ["scaled"])]
+    nodes.append(helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1))
     graph = helper.make_graph(
         nodes, "tier2_head",
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", d])],
@@ -87,13 +113,13 @@ def export_head(head: Head, temperature: float) -> bytes:
 
 
 def check_head_parity(data: bytes, head: Head, temperature: float, sample: np.ndarray,
-                      tolerance: float = 1e-5) -> float:
+                      tolerance: float = 1e-5, memory: Memory | None = None) -> float:
     """Largest |onnxruntime - numpy| probability on ``sample``; refuses past ``tolerance``."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(["probs"], {"embedding": sample.astype(np.float32)})[0]
-    want = softmax(head.logits(sample), temperature)
+    want = head_probs(head, sample, temperature, memory)
     diff = float(np.abs(got - want).max()) if got.size else 0.0
     if not np.isfinite(diff) or diff > tolerance:
         raise ModelError(f"head ONNX differs from numpy by {diff:.2e}; export refused")

@@ -10,15 +10,16 @@ tier-1 student). Training side: imports torch (through the head) and ``onnx``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from distillery.settings import Settings
-from models.calibrate import Calibration, calibrate_policy
-from models.embed.head import check_head_parity, export_head, train_head
+from models.calibrate import NOTHING, Calibration, Decided, calibrate_policy
+from models.embed.head import Head, check_head_parity, export_head, scores, train_head
+from models.embed.memory import RADII, Memory, build_memory
 from models.embed.tier2 import TIER, registry_key, verify_head
 from models.pipeline import unweighted_sample
 from models.policy import CalibrationSample
@@ -32,6 +33,8 @@ class Tier2Result:
     labels: list[str]
     critical: list[str]
     n_train: int
+    memory: Memory | None = None  # the verdict memory inside the head, if calibration chose it
+    radii: dict[str, float | None] | None = None  # coverage each radius gave at the target
 
     def manifest(self) -> dict[str, Any]:
         cal = self.calibration
@@ -48,6 +51,10 @@ class Tier2Result:
                         "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate},
             "system": m.as_dict(),
             "training_data": {"n_train": self.n_train, "n_holdout": m.n},
+            "memory": None if self.memory is None else {
+                "rows": len(self.memory.labels), "k": self.memory.k,
+                "radius": self.memory.radius, "weight": self.memory.weight},
+            "memory_radii": self.radii,
         }
 
 
@@ -60,24 +67,54 @@ def class_weights(y: np.ndarray, k: int, max_weight: float = 20.0) -> np.ndarray
 def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
               hold_y: np.ndarray, labels: Sequence[str], critical: Sequence[str],
               settings: Settings, *, weights: np.ndarray | None = None,
-              sample: CalibrationSample | None = None, threads: int = 1) -> Tier2Result:
+              sample: CalibrationSample | None = None, threads: int = 1,
+              earlier: Decided = NOTHING,
+              memory_texts: Sequence[str] | None = None) -> Tier2Result:
     """Head on ``train_x`` (embeddings), policy calibrated on ``hold_x`` (what tier 1
-    forwards of the held-out items), exported and parity-checked."""
+    forwards of the held-out items; with ``earlier``, what tier 1 decides of the rest, so
+    that the cascade as a whole meets the targets), exported and parity-checked. With
+    ``memory_texts`` (the texts of ``train_x``'s rows) the head may carry a verdict memory
+    (``models.embed.memory``) if calibration finds that it decides more."""
     names = list(labels)
     crit = [c for c in critical if c in names]
     k = len(names)
     head = train_head(train_x, train_y, k, class_weight=class_weights(train_y, k),
                       threads=threads)
-    cal = calibrate_policy(
-        head.logits(hold_x), hold_y, weights, names, crit,
-        accuracy_target=settings.accuracy_target, catch_target=settings.critical_catch_target,
-        z=settings.calibration_z, min_support=settings.min_class_support,
-        conservative_floor=settings.critical_floor_conservative,
-        sample=sample or unweighted_sample([names[int(i)] for i in hold_y], crit))
-    model = export_head(head, cal.temperature)
+    memory = build_memory(train_x, train_y, list(memory_texts), k) if memory_texts else None
+    hold_sample = sample or unweighted_sample([names[int(i)] for i in hold_y], crit)
+
+    def calibrated(mem: Memory | None) -> Calibration:
+        return calibrate_policy(
+            scores(head, hold_x, mem), hold_y, weights, names, crit,
+            accuracy_target=settings.accuracy_target,
+            catch_target=settings.critical_catch_target, z=settings.calibration_z,
+            min_support=settings.min_class_support,
+            conservative_floor=settings.critical_floor_conservative, sample=hold_sample,
+            earlier=earlier)
+
+    chosen, cal, radii = _choose_memory(head, memory, calibrated)
+    model = export_head(head, cal.temperature, chosen)
     check_head_parity(model, head, cal.temperature,
-                      hold_x[:256] if len(hold_x) else train_x[:256])
-    return Tier2Result(model, cal, names, crit, len(train_y))
+                      hold_x[:256] if len(hold_x) else train_x[:256], memory=chosen,
+                      tolerance=1e-4 if chosen is not None else 1e-5)
+    return Tier2Result(model, cal, names, crit, len(train_y), chosen, radii)
+
+
+def _choose_memory(head: Head, memory: Memory | None,
+                   calibrated: Callable[[Memory | None], Calibration]
+                   ) -> tuple[Memory | None, Calibration, dict[str, float | None]]:
+    """The verdict memory's radius, calibrated like a threshold: of no memory and each radius
+    in ``RADII``, the one whose calibrated policy decides the most held-out weight (ties go
+    to no memory, then to the larger radius)."""
+    best_memory, best = None, calibrated(None)
+    radii: dict[str, float | None] = {"none": best.metrics.coverage}
+    for radius in sorted(RADII, reverse=True) if memory is not None else ():
+        candidate = memory.with_radius(radius)  # type: ignore[union-attr]
+        cal = calibrated(candidate)
+        radii[str(radius)] = cal.metrics.coverage
+        if cal.metrics.coverage > best.metrics.coverage:
+            best_memory, best = candidate, cal
+    return best_memory, best, radii
 
 
 def publish_tier2(registry: Registry, task: str, result: Tier2Result, *, promote: bool,

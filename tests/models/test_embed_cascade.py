@@ -39,20 +39,25 @@ def test_cascade_calls_the_teacher_less_on_clinc(clinc_dir: Path, tmp_path: Path
     assert cascade["decided_accuracy"] >= alone["decided_accuracy"] - 0.002
 
 
-def test_cascade_routes_critical_past_tier2_and_lets_tier2_decide_the_rest() -> None:
+def test_cascade_sends_floor_flags_to_tier2_and_critical_predictions_to_the_teacher() -> None:
     labels = ("a", "b", "fraud")
     p1_policy = DecisionPolicy(labels, (0.8, 0.8, 0.8), {"fraud": 0.2})
     p2_policy = DecisionPolicy(labels, (0.6, 0.6, 0.6), {"fraud": 0.2})
     p1 = np.array([[0.9, 0.05, 0.05],   # tier 1 decides
                    [0.5, 0.45, 0.05],   # forwarded; tier 2 sure → tier 2
                    [0.5, 0.45, 0.05],   # forwarded; tier 2 unsure → teacher
-                   [0.6, 0.1, 0.3]])    # critical floor → teacher, tier 2 not asked
-    p2 = np.array([[0.1, 0.9, 0.0], [0.05, 0.9, 0.05], [0.5, 0.45, 0.05], [0.99, 0.0, 0.01]])
-    route = route_cascade(p1, p1_policy, p2, p2_policy)
-    assert route.tier.tolist() == [TIER1, TIER2, TEACHER, TEACHER]
-    assert route.label_ids[:2].tolist() == [0, 1]
-    assert route.skipped.tolist() == [False, False, False, True]
-    assert route_cascade(p1, p1_policy, None, None).tier.tolist() == [TIER1, TEACHER,
-                                                                      TEACHER, TEACHER]
+                   [0.6, 0.1, 0.3],     # tier 1's floor alone → tier 2, which clears it
+                   [0.6, 0.1, 0.3],     # tier 1's floor alone → tier 2, whose floor holds it
+                   [0.1, 0.1, 0.8]])    # a critical prediction → teacher, tier 2 not asked
+    p2 = np.array([[0.1, 0.9, 0.0], [0.05, 0.9, 0.05], [0.5, 0.45, 0.05], [0.99, 0.0, 0.01],
+                   [0.7, 0.0, 0.3], [0.99, 0.0, 0.01]])
+    default = route_cascade(p1, p1_policy, p2, p2_policy)  # floor flags go to the teacher
+    assert default.tier.tolist() == [TIER1, TIER2, TEACHER, TEACHER, TEACHER, TEACHER]
+    route = route_cascade(p1, p1_policy, p2, p2_policy, floors_onward=True)
+    assert route.tier.tolist() == [TIER1, TIER2, TEACHER, TIER2, TEACHER, TEACHER]
+    assert route.label_ids[:4].tolist() == [0, 1, 0, 0]
+    assert route.skipped.tolist() == [False, False, False, False, False, True]
+    assert route_cascade(p1, p1_policy, None, None).tier.tolist() == [
+        TIER1, TEACHER, TEACHER, TEACHER, TEACHER, TEACHER]
     pooled = pooled_logits(p1, np.log(p2 + 1e-9))
     assert pooled.shape == p1.shape and np.isfinite(pooled).all()

@@ -4,7 +4,8 @@ Moderation with ``tiers = ["ngram", "embed"]``: tier 1 (an n-gram student traine
 acceptance thresholds set out of reach so that every non-critical item is tier 2's) sends
 ``low_confidence`` items to ``moderation.refine``; the refine worker decides what its tier-2
 policy accepts (``decided_by`` student, ``model_version`` ``embed-v0001``) and forwards the
-rest to ``moderation.teacher`` with both tiers' scores; a critical item skips tier 2. Then a
+rest to ``moderation.teacher`` with both tiers' scores; an item tier 1 flags as critical by a
+floor alone goes to tier 2 too, which clears it; a critical *prediction* skips tier 2. Then a
 second tier-2 version is announced on ``models`` (key ``moderation/embed``) and the running
 refine worker decides with it (``embed-v0002``) without a restart. Its ``/metrics`` is scraped
 after each phase: the counts and the serving version agree with the topics.
@@ -43,9 +44,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def _publish(registry: Registry, key: str, model: bytes, data: dict[str, object],
-             thresholds: list[float], settings: Settings, tier2: bool) -> str:
+             thresholds: list[float], settings: Settings, tier2: bool,
+             floors: dict[str, float] | None = None) -> str:
     policy = dict(data["policy"])  # type: ignore[call-overload]
     policy["thresholds"] = thresholds
+    if floors is not None:
+        policy["floors"] = floors
     data = {**data, "policy": policy, "thresholds": thresholds}
     manifest = registry.publish(key, model, data)
     registry.promote(key, manifest.version, verify=verify_head if tier2 else None)
@@ -100,7 +104,15 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     # tier 1: a real n-gram student; its thresholds out of reach, its floors as calibrated
     t1 = train_version(texts[:600], truth[:600], task=task, settings=settings, seed=0)
     k = len(t1.labels)
+    # one floor, the median critical probability of the routine predictions among the items
+    # below: about half of those are flagged critical by the floor alone
     _publish(registry, "moderation", t1.model, t1.manifest(), [NEVER] * k, settings, False)
+    probs = registry.load_student("moderation").predict_proba(texts[600:])
+    crit_ids = [t1.labels.index(c) for c in task.critical_labels]
+    routine_rows = ~np.isin(probs.argmax(axis=1), crit_ids)
+    floor = float(np.median(probs[routine_rows][:, crit_ids].max(axis=1)))
+    low = {c: floor for c in task.critical_labels}
+    _publish(registry, "moderation", t1.model, t1.manifest(), [NEVER] * k, settings, False, low)
     student1 = registry.load_student("moderation")
     route1 = decide(student1.predict_proba(texts[600:]), student1.routing_policy(0.2))
 
@@ -114,7 +126,9 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     key = registry_key("moderation")
     only_ok = [0.0 if name == "ok" else NEVER for name in t1.labels]
     routine = [NEVER if name in task.critical_labels else 0.0 for name in t1.labels]
-    _publish(registry, key, t2.model, t2.manifest(), only_ok, settings, True)
+    # tier 2's floors out of reach: only its critical predictions hold an item for the teacher
+    high = {c: NEVER for c in task.critical_labels}
+    _publish(registry, key, t2.model, t2.manifest(), only_ok, settings, True, high)
     tier2 = EmbedStudent.load(registry.serving(key).directory, encoder)  # type: ignore[union-attr]
     assert tier2.version == "embed-v0001"
     route2 = decide(tier2.predict_many(texts[600:]).probs, tier2.routing_policy(0.2))
@@ -124,17 +138,21 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     labels2 = [t1.labels[i] for i in route2.label_ids]
     pick = {}
     for j in range(100):
-        if reasons1[j] == "critical":
-            pick.setdefault("critical", j)
+        if reasons1[j] == "critical" and not route1.by_floor[j]:
+            pick.setdefault("critical", j)  # a critical prediction: straight to the teacher
+        elif reasons1[j] == "critical":
+            if reasons2[j] == "confident":
+                pick.setdefault("floor", j)  # flagged by tier 1's floor, cleared by tier 2
         elif reasons2[j] == "confident":
             pick.setdefault("tier2", j)
         elif reasons2[j] == "low_confidence" and labels2[j] not in task.critical_labels:
             pick.setdefault("teacher", j)  # v2 accepts it: the hot swap's witness
-    assert set(pick) == {"critical", "tier2", "teacher"}, (reasons1, reasons2)
+    assert set(pick) == {"critical", "floor", "tier2", "teacher"}, (reasons1, reasons2)
     chosen = {kind: items[600 + j] for kind, j in pick.items()}
 
     classify = start_classify(settings, tmp_path / "classify.log", ("moderation",),
-                              DISTILLERY_TASKS_FILE=str(tasks_file))
+                              DISTILLERY_TASKS_FILE=str(tasks_file),
+                              DISTILLERY_CASCADE_FLOORS_ONWARD="true")
     refine_log = open(tmp_path / "refine.log", "ab")  # noqa: SIM115 - the child owns it
     port = free_port()
     refine = subprocess.Popen(
@@ -145,7 +163,8 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     try:
         _produce(settings, list(chosen.values()))
         ids = {kind: item.id for kind, item in chosen.items()}
-        decisions, requests = _wait(settings, lambda d, r: ids["tier2"] in {x.id for x in d}
+        decisions, requests = _wait(settings, lambda d, r: {ids["tier2"], ids["floor"]}
+                                    <= {x.id for x in d}
                                     and {ids["teacher"], ids["critical"]} <= {x.id for x in r})
         by_id = {d.id: d for d in decisions}
         asked = {r.id: r for r in requests if r.reason != "audit"}
@@ -166,16 +185,23 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
 
         critical = asked[ids["critical"]]
         assert critical.reason == "critical" and critical.tier2_version is None
-        refined = {decode(m.value, TeacherRequest).id for m in read_all(settings,
-                                                                        "moderation.refine")}
-        assert ids["critical"] not in refined and {ids["tier2"], ids["teacher"]} <= refined
+        refine_requests = {r.id: r for r in (decode(m.value, TeacherRequest) for m in read_all(
+            settings, "moderation.refine"))}
+        refined = set(refine_requests)
+        assert ids["critical"] not in refined
+        assert {ids["tier2"], ids["teacher"], ids["floor"]} <= refined
+        # the floor-flagged item: sent on as critical by tier 1, decided by tier 2
+        assert refine_requests[ids["floor"]].reason == "critical"
+        cleared = by_id[ids["floor"]]
+        assert (cleared.decided_by, cleared.model_version) == ("student", "embed-v0001")
+        assert ids["floor"] not in asked
 
         # /metrics: what it read, decided and forwarded, and the version serving
         scraped = _scrape(port)
         t = 'task="moderation"'
         audits = sum(1 for r in requests if r.reason == "audit")
-        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == len(refined) == 2
-        assert scraped[f"distillery_refine_decided_total{{{t}}}"] == 1
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == len(refined) == 3
+        assert scraped[f"distillery_refine_decided_total{{{t}}}"] == 2
         assert scraped[f'distillery_refine_forwarded_total{{reason="low_confidence",{t}}}'] == 1
         assert scraped.get(f'distillery_refine_forwarded_total{{reason="audit",{t}}}',
                            0.0) == audits
@@ -184,7 +210,7 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
         assert scraped.get(serving) == 1, [k for k in scraped if "version_info" in k]
 
         # hot swap: v2 accepts the item v1 forwarded; the running worker picks it up
-        _publish(registry, key, t2.model, t2.manifest(), routine, settings, True)
+        _publish(registry, key, t2.model, t2.manifest(), routine, settings, True, high)
         template = chosen["teacher"]
         sent: list[str] = []
         deadline = time.monotonic() + 120
@@ -202,7 +228,7 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
         scraped = _scrape(port)
         assert scraped[f'distillery_refine_model_version_info{{{t},version="embed-v0002"}}'] == 1
         assert not any("embed-v0001" in name for name in scraped)
-        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == 2 + len(sent)
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == 3 + len(sent)
     finally:
         codes = (stop(classify), stop(refine))
     assert codes == (0, 0), (tmp_path / "refine.log").read_text()[-3000:]

@@ -92,7 +92,7 @@ def backtest(
     volume_per_day: Annotated[float | None, typer.Option(min=0.0, help="Items a day (default: the history's size)")] = None,
     teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0, help="Default: estimated from the token prices")] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
-    tiers: Annotated[str, typer.Option(help="Student tiers, comma-separated: ngram (default) or ngram,embed (the cascade; with --via-kafka a refine worker runs tier 2)")] = "ngram",
+    tiers: Annotated[str, typer.Option(help="Student tiers, comma-separated: ngram,embed (default: the cascade; with --via-kafka a refine worker runs tier 2) or ngram (tier 1 alone)")] = "ngram,embed",
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
     sweep: Annotated[str | None, typer.Option(help="Accuracy targets, comma-separated: one run per target (with ngram,embed: tier 1 alone too, and the two compared at the same accuracy)")] = None,
 ) -> None:

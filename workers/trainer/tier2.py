@@ -32,7 +32,8 @@ import numpy as np
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from models.embed.cascade import CascadeRoute, forwarded, route_cascade
+from models.calibrate import NOTHING
+from models.embed.cascade import CascadeRoute, earlier_part, forwarded, route_cascade
 from models.pipeline import _meets, _regressions
 from models.policy import CalibrationSample, DecisionPolicy, policy_from_manifest
 from models.registry import Manifest, Registry
@@ -120,7 +121,8 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     w = np.asarray(weights, dtype=np.float64)
     probs1 = student1.predict_proba([t for t, _ in holdout])
     policy1 = student1.routing_policy(settings.critical_floor)
-    fwd = forwarded(probs1, policy1)
+    onward = settings.cascade_floors_onward
+    fwd = forwarded(probs1, policy1, onward)
     n_fwd = int(fwd.sum())
     if n_fwd < MIN_FORWARDED:
         return {"promoted": False, "version": None, "encoded": 0, "n_forwarded": n_fwd,
@@ -136,13 +138,17 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     hold_y = np.array([index[holdout[i][1]] for i in fwd_rows], dtype=np.int64)
     sample = (_sample([held[i] for i in fwd_rows], w[fwd_rows], critical)
               if len(held) == len(holdout) else None)
+    truth_ids = np.array([index[y] for _, y in holdout], dtype=np.int64)
     result = fit_tier2(train_x, train_y, hold_x, hold_y, labels, critical, settings,
-                       weights=w[fwd_rows], sample=sample, threads=settings.student_threads)
+                       weights=w[fwd_rows], sample=sample, threads=settings.student_threads,
+                       earlier=(earlier_part(probs1, policy1, truth_ids, w, critical, onward)
+                                if settings.cascade_joint_calibration else NOTHING),
+                       memory_texts=[t for t, _ in rows] if settings.verdict_memory else None)
 
     truth = [y for _, y in holdout]
     probs2 = np.zeros_like(probs1)
     probs2[fwd_rows] = _head_probs(result.model, hold_x)
-    route = route_cascade(probs1, policy1, probs2, result.calibration.policy)
+    route = route_cascade(probs1, policy1, probs2, result.calibration.policy, onward)
     alone = route_cascade(probs1, policy1, None, None)
     cascade = _metrics(route, truth, labels, critical, w)
     tier1 = _metrics(alone, truth, labels, critical, w)
@@ -151,8 +157,8 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     if serving is not None:
         old_probs = np.zeros_like(probs1)
         old_probs[fwd_rows] = _head_probs(serving[1], hold_x)
-        old = _metrics(route_cascade(probs1, policy1, old_probs, serving[2]), truth, labels,
-                       critical, w)
+        old = _metrics(route_cascade(probs1, policy1, old_probs, serving[2], onward), truth,
+                       labels, critical, w)
     passed, reason = _gate(route, cascade, tier1, old, serving[0].version if serving else None,
                            settings)
     manifest = publish_tier2(registry, task.name, result, promote=passed, gate={

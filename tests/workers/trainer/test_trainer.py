@@ -190,7 +190,7 @@ def test_clinc150_backtest_meets_the_targets_under_the_default_settings(
     out = tmp_path / "backtest.json"
     args = ["backtest", "--data", str(tmp_path / "stream.jsonl"), "--bootstrap",
             str(tmp_path / "boot.jsonl"), "--id-col", "id", "--teacher-col", "label",
-            "--gold-col", "label", "--json", str(out)]
+            "--gold-col", "label", "--tiers", "ngram", "--json", str(out)]
     with pytest.raises(SystemExit) as done:
         main(args + (["--critical", critical] if critical else []))
     assert done.value.code in (0, None)
