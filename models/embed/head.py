@@ -31,7 +31,7 @@ class Head:
         return np.asarray(x @ self.weight.T + self.bias, dtype=np.float32)
 
 
-def train_head(x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float = 1e-4,
+def train_head(x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float = 1e-5,
                class_weight: np.ndarray | None = None, max_iter: int = 200,
                threads: int = 1, seed: int = 0) -> Head:
     """Fit ``softmax(x W^T + b)`` to ``y`` (int [n]) by weighted cross-entropy + ``l2``·|W|²."""

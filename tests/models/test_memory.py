@@ -19,9 +19,9 @@ def _clusters(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Three labels whose items come in tight clusters a linear head cannot separate (the
     clusters of one label lie on opposite sides): the memory's neighbours can."""
     rng = np.random.default_rng(seed)
-    centres = _unit(np.random.default_rng(0).normal(size=(12, 24)))
-    which = rng.integers(0, 12, size=n)
-    x = _unit(centres[which] + 0.15 * rng.normal(size=(n, 24)))
+    centres = _unit(np.random.default_rng(0).normal(size=(30, 6)))
+    which = rng.integers(0, 30, size=n)
+    x = _unit(centres[which] + 0.05 * rng.normal(size=(n, 6)))
     return x, (which % 3).astype(np.int64)
 
 
@@ -65,7 +65,7 @@ def test_memory_lets_the_calibrated_policy_decide_more_where_neighbours_agree() 
                                sample=unweighted_sample([str(v) for v in hold_y], []))
         return cal.metrics.coverage
 
-    assert coverage(memory.with_radius(0.8)) > coverage(None) + 0.03
+    assert coverage(memory.with_radius(0.8)) > coverage(None) + 0.3
 
 
 def test_joint_calibration_counts_what_the_earlier_stage_decided() -> None:

@@ -110,6 +110,7 @@ class BacktestFigures(TypedDict):
     tiers: list[str]  # the student tiers the backtest ran: ["ngram"] or ["ngram", "embed"]
     tier_shares: dict[str, float]  # share of the items each decided: tier1, tier2, teacher
     tier_decided_accuracy: dict[str, float | None]  # accuracy of tier1's, tier2's decisions
+    teacher_share_by_tenth: list[float]  # the teacher's share of each tenth of the history
 
 
 def price_per_call(settings: Settings, n_labels: int, texts: Sequence[str]) -> float:
@@ -251,7 +252,17 @@ def figures_of(history: Sequence[HistoryRow], task: TaskConfig, cfg: BacktestCon
         tier_shares={t: (who.count(t) / n if n else 0.0) for t in ("tier1", "tier2", "teacher")},
         tier_decided_accuracy={t: _accuracy_of(truth, decided, who, t)
                                for t in ("tier1", "tier2")},
+        teacher_share_by_tenth=_by_tenth(who),
     )
+
+
+def _by_tenth(who: Sequence[str]) -> list[float]:
+    """The teacher's share of the decisions in each tenth of the history, in order: where
+    the calls go (the cold start, then the learnt stream)."""
+    n = len(who)
+    edges = [round(i * n / 10) for i in range(11)]
+    return [sum(w == "teacher" for w in who[a:b]) / (b - a) if b > a else 0.0
+            for a, b in zip(edges, edges[1:], strict=False)]
 
 
 def _accuracy_of(truth: Sequence[str], decided: Sequence[str], who: Sequence[str],

@@ -187,7 +187,13 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
     """Tier 1, then (the task's ``tiers`` include ``embed`` and an ``embedder`` is given)
     tier 2 from the same dataset (``workers.trainer.tier2``): its outcome is the report's
     ``tier2`` (a tier-2 failure is recorded there and leaves tier 1's outcome alone)."""
+    suspect: set[str] = set()
+    encoded_before = embedder.encoded if embedder is not None else 0
+    if task.cascade and embedder is not None and settings.suspect_verdicts and examples:
+        suspect = _suspects(bootstrap, examples, embedder, task.critical_labels)
+        examples = [e for e in examples if e.id not in suspect]
     data = build_dataset(bootstrap, examples, task, cfg)
+    data.summary["suspect"] = len(suspect)
     train_rows = oversample(data.train, task.critical_labels, cfg.min_share,
                             cfg.critical_boost, cfg.max_repeat)
     serving = Registry(settings.registry_root).serving(task.name)
@@ -212,10 +218,28 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
     if decision.passed and announce is not None:
         announce(manifest)
     if task.cascade and embedder is not None:
-        report["tier2"] = _refresh_tier2(settings, task, data, train_rows, examples, embedder,
-                                         announce_tier2)
+        tier2 = _refresh_tier2(settings, task, data, train_rows, examples, embedder,
+                               announce_tier2)
+        # texts this refresh encoded, the suspect check's included
+        report["tier2"] = {**tier2, "encoded": embedder.encoded - encoded_before}
     return RefreshOutcome(decision.passed, manifest.version, decision.reason, report,
                           contradicted)
+
+
+def _suspects(bootstrap: list[tuple[str, str]], examples: list[Example],
+              embedder: Embedder, critical: list[str]) -> set[str]:
+    """The verdicts their nearest neighbours unanimously contradict (``workers.trainer.
+    suspects``): held out of this refresh altogether."""
+    from workers.trainer.suspects import suspect_ids
+
+    vectors = embedder.embed([e.id for e in examples], [e.text for e in examples])
+    boot = embedder.embed(["bootstrap"] * len(bootstrap), [t for t, _ in bootstrap]) \
+        if bootstrap else None
+    found = suspect_ids(examples, vectors, boot, [y for _, y in bootstrap], critical)
+    if found:
+        log.info("%d of %d verdicts held out as suspect (their neighbours disagree)",
+                 len(found), len(examples))
+    return found
 
 
 def _refresh_tier2(settings: Settings, task: TaskConfig, data: Dataset,
