@@ -150,7 +150,7 @@ class _Group:
 
 
 @dataclass(frozen=True)
-class Decided:
+class EarlierStages:
     """What earlier stages of a cascade decide of the same held-out items, as weight sums:
     calibrating a later stage against it makes the *cascade's* decided part meet the target
     (``calibrate_policy(..., earlier=...)``). Per critical label: its items' weight, and the
@@ -163,11 +163,11 @@ class Decided:
     critical_caught: Mapping[str, float] = field(default_factory=dict)
 
 
-NOTHING = Decided()
+NOTHING = EarlierStages()
 
 
 def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, target: float,
-                      z: float, min_support: int, earlier: Decided = NOTHING) -> np.ndarray:
+                      z: float, min_support: int, earlier: EarlierStages = NOTHING) -> np.ndarray:
     """Per-class thresholds: most accepted weight with a decided-accuracy bound >= target
     (the bound over ``earlier``'s decided part and this stage's together)."""
     k = probs.shape[1]
@@ -201,7 +201,7 @@ def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, tar
 
 def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
                   base: DecisionPolicy, critical: Sequence[str], target: float, z: float,
-                  conservative_floor: float, earlier: Decided = NOTHING
+                  conservative_floor: float, earlier: EarlierStages = NOTHING
                   ) -> tuple[dict[str, float], dict[str, str]]:
     """Per critical label, the highest floor whose catch-rate bound meets ``target`` (over
     ``earlier``'s items of the label and this stage's together)."""
@@ -250,7 +250,7 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
                      accuracy_target: float, catch_target: float, z: float, min_support: int,
                      conservative_floor: float, sample: CalibrationSample,
                      curve_targets: Sequence[float] = CURVE_TARGETS,
-                     earlier: Decided = NOTHING) -> Calibration:
+                     earlier: EarlierStages = NOTHING) -> Calibration:
     """Temperature, thresholds, floors and the curve, on the held-out items (see above).
 
     ``earlier``: what the cascade's earlier stages decide of the same held-out set (these

@@ -65,15 +65,15 @@ class Decided:
     label_ids: np.ndarray  # int: the student's label (argmax)
     confidence: np.ndarray  # float: its probability
     reason_codes: np.ndarray  # int8: index into REASONS
-    # bool: routed ``critical`` by a floor alone (the predicted label is not critical): in a
-    # cascade such an item goes on to the next stage, whose own floors judge it
-    by_floor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # bool: routed ``critical`` by a floor alone (the predicted label is not critical)
+    by_floor: np.ndarray
 
-    @property
-    def onward(self) -> np.ndarray:
-        """bool: what a cascade hands to its next stage — undecided, and not a critical
-        prediction (``low_confidence``, or ``critical`` by a floor alone)."""
-        return np.asarray(~self.decided & ((self.reason_codes != CRITICAL) | self.by_floor))
+    def handed_on(self, floors_onward: bool) -> np.ndarray:
+        """bool: what a cascade hands to its next stage — the ``low_confidence`` items, and
+        with ``floors_onward`` also those routed ``critical`` by a floor alone (whose fate
+        the next stage's own floors decide); never a critical prediction."""
+        low = self.reason_codes == LOW_CONFIDENCE
+        return np.asarray(low | (self.by_floor if floors_onward else False))
 
     def reasons(self) -> list[Reason]:
         return [REASONS[int(c)] for c in self.reason_codes]
@@ -87,7 +87,7 @@ def decide(probs: np.ndarray, policy: DecisionPolicy) -> Decided:
     ...                      [0.1, 0.2, 0.7]]), p)
     >>> d.decided.tolist(), d.reasons()
     ([True, False, False, False], ['confident', 'low_confidence', 'critical', 'critical'])
-    >>> d.by_floor.tolist(), d.onward.tolist()  # the third by its floor, the fourth predicted
+    >>> d.by_floor.tolist(), d.handed_on(True).tolist()  # the third by its floor alone
     ([False, False, True, False], [False, True, True, False])
     """
     probs = np.asarray(probs)

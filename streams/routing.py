@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from distillery.tasks import TaskConfig
-from models.policy import LOW_CONFIDENCE, REASONS, DecisionPolicy, decide
+from models.policy import REASONS, DecisionPolicy, decide
 from schemas.records import Decision, RequestReason, TeacherRequest, to_millis
 from streams.decode import Item
 
@@ -123,11 +123,8 @@ def route_batch(
         ]
     predictions = student.predict_many([item.text for item in items])
     decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
-    if task.cascade:
-        onward = (decided.onward if policy.floors_onward
-                  else decided.reason_codes == LOW_CONFIDENCE).tolist()
-    else:
-        onward = [False] * len(items)
+    onward = (decided.handed_on(policy.floors_onward).tolist() if task.cascade
+              else [False] * len(items))
     out: list[Routed] = []
     for i, item in enumerate(items):
         label = student.labels[int(decided.label_ids[i])]

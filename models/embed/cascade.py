@@ -2,7 +2,7 @@
 
 Tier 1 (hashed n-grams) decides what its policy accepts; a ``critical`` item goes straight
 to the teacher; the rest (``low_confidence``; with ``floors_onward`` also the items flagged
-critical by a floor alone, ``Decided.onward``, whose fate tier 2's own floors then decide)
+critical by a floor alone, ``Decided.handed_on``, whose fate tier 2's own floors decide)
 goes to tier 2, which decides what *its* policy accepts and forwards the remainder to the
 teacher. Both tiers route with ``models.policy.decide`` and the figures
 come from ``models.system.system_metrics``: nothing here re-implements either.
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.calibrate import Decided
-from models.policy import LOW_CONFIDENCE, DecisionPolicy, decide
-from models.policy import Decided as Decided1
+from models.calibrate import EarlierStages
+from models.policy import Decided, DecisionPolicy, decide
 from models.system import SystemMetrics, system_metrics
 
 TEACHER, TIER1, TIER2 = 0, 1, 2
@@ -44,37 +43,30 @@ class CascadeRoute:
                 "teacher": float((self.tier == TEACHER).sum() / n)}
 
 
-def handed_on(d: Decided1, floors_onward: bool) -> np.ndarray:
-    """Which of tier 1's items go to tier 2: ``low_confidence`` ones, and with
-    ``floors_onward`` those flagged critical by a floor alone (``Decided.onward``)."""
-    return np.asarray(d.onward if floors_onward else d.reason_codes == LOW_CONFIDENCE)
-
-
 def forwarded(probs1: np.ndarray, policy1: DecisionPolicy,
               floors_onward: bool = False) -> np.ndarray:
-    """Which items tier 1 sends to tier 2 (see ``handed_on``)."""
-    return handed_on(decide(probs1, policy1), floors_onward)
+    """Which items tier 1 sends to tier 2 (``Decided.handed_on``)."""
+    return decide(probs1, policy1).handed_on(floors_onward)
 
 
-def earlier_part(probs1: np.ndarray, policy1: DecisionPolicy, truth: np.ndarray,
-                 weights: np.ndarray, critical: Sequence[str],
-                 floors_onward: bool = False) -> Decided:
-    """What tier 1 decides of the held-out items, as the weight sums tier 2 is calibrated
-    against (``models.calibrate.Decided``): the cascade as a whole must meet the targets."""
-    d = decide(probs1, policy1)
+def earlier_part(d: Decided, labels: Sequence[str], truth: np.ndarray, weights: np.ndarray,
+                 critical: Sequence[str], floors_onward: bool = False) -> EarlierStages:
+    """What tier 1 (its decisions ``d`` over the held-out items) decides of them, as the
+    weight sums tier 2 is calibrated against: the cascade as a whole must meet the targets."""
     right = d.label_ids == truth
     w = np.asarray(weights, dtype=np.float64)
-    kept = ~handed_on(d, floors_onward)  # decided by tier 1, or sent to the teacher
-    index = {name: i for i, name in enumerate(policy1.labels)}
+    kept = ~d.handed_on(floors_onward)  # decided by tier 1, or sent to the teacher
+    index = {name: i for i, name in enumerate(labels)}
     totals: dict[str, tuple[float, float]] = {}
     caught: dict[str, float] = {}
     for label in critical:
         mine = (truth == index[label]) & kept
         totals[label] = (float(w[mine].sum()), float((w[mine] ** 2).sum()))
         caught[label] = float(w[mine & (~d.decided | right)].sum())
-    return Decided(weight=float(w[d.decided].sum()), correct=float(w[d.decided & right].sum()),
-                   squares=float((w[d.decided] ** 2).sum()), critical_total=totals,
-                   critical_caught=caught)
+    return EarlierStages(weight=float(w[d.decided].sum()),
+                         correct=float(w[d.decided & right].sum()),
+                         squares=float((w[d.decided] ** 2).sum()), critical_total=totals,
+                         critical_caught=caught)
 
 
 def route_cascade(probs1: np.ndarray, policy1: DecisionPolicy, probs2: np.ndarray | None,
@@ -87,7 +79,7 @@ def route_cascade(probs1: np.ndarray, policy1: DecisionPolicy, probs2: np.ndarra
     d1 = decide(probs1, policy1)
     tier = np.where(d1.decided, TIER1, TEACHER).astype(np.int8)
     labels = d1.label_ids.copy()
-    onward = handed_on(d1, floors_onward)
+    onward = d1.handed_on(floors_onward)
     skipped = np.asarray(~d1.decided & ~onward)
     if probs2 is not None and policy2 is not None:
         if tuple(policy2.labels) != tuple(policy1.labels):

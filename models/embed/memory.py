@@ -11,8 +11,8 @@ own distribution, and the vote is mixed half and half with the head:
 So an item close to several past verdicts that agree gets a confident score (the agreement
 of several verdicts also outvotes one wrong verdict: a noisy teacher's errors are scattered),
 and an item far from every verdict keeps the head's score. The radius is calibrated like any
-other stage's threshold (``choose_radius``: the one whose calibrated policy decides the most
-at the target), and no memory at all is one of the choices.
+other stage's threshold (``models.embed.train2``: the one whose calibrated policy decides the
+most at the target), and no memory at all is one of the choices.
 
 The memory travels inside the head's ONNX graph (``memory_nodes``): a version is still one
 file with one sha256, and the refine worker serves it unchanged. Rows are the training
@@ -30,7 +30,9 @@ from onnx import NodeProto, TensorProto, helper, numpy_helper
 K = 5
 WEIGHT = 0.5
 RADII = (0.55, 0.65, 0.75)  # the radii calibration chooses from (besides no memory)
-MAX_ROWS = 20_000  # newest rows kept: 20,000 × 384 float32 is 30 MB in the head's file
+# newest rows kept: 20,000 × 384 float32 is 30 MB in the head's file, plus a one-hot row of
+# the labels per memory row (20,000 × 150 labels: 12 MB more)
+MAX_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,6 @@ class Memory:
     k: int = K
     weight: float = WEIGHT
 
-    @property
-    def k_eff(self) -> int:
-        return max(1, min(self.k, len(self.labels)))
-
     def with_radius(self, radius: float) -> Memory:
         return Memory(self.vectors, self.labels, self.n_labels, radius, self.k, self.weight)
 
@@ -53,10 +51,9 @@ class Memory:
         """The memory-mixed probabilities (before the final temperature), in numpy."""
         if len(x) == 0:
             return p_head
-        k = self.k_eff
+        k = self.k  # build_memory keeps at least k rows
         sims = np.asarray(x, dtype=np.float32) @ self.vectors.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if sims.shape[1] > k else \
-            np.tile(np.arange(sims.shape[1]), (len(x), 1))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         values = np.take_along_axis(sims, top, axis=1)
         close = (values >= self.radius).astype(np.float32)
         counts = np.zeros((len(x), self.n_labels), dtype=np.float32)
@@ -74,7 +71,7 @@ def build_memory(x: np.ndarray, y: np.ndarray, texts: list[str], n_labels: int
     for i, text in enumerate(texts):
         last[text] = i
     keep = np.array(sorted(last.values()), dtype=np.int64)[-MAX_ROWS:]
-    if len(keep) < K:
+    if len(keep) < K:  # the vote needs K rows (Memory.mix and the graph's TopK rely on it)
         return None
     vectors = np.asarray(x[keep], dtype=np.float32)
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -86,7 +83,7 @@ def memory_nodes(memory: Memory, probs: str, out: str
                  ) -> tuple[list[NodeProto], list[TensorProto]]:
     """ONNX nodes mixing ``memory``'s vote into the head's ``probs`` [batch, labels] → ``out``
     (input ``embedding`` [batch, dim]); the numpy ``Memory.mix`` is the reference."""
-    k = memory.k_eff
+    k = memory.k
     onehot = np.eye(memory.n_labels, dtype=np.float32)[memory.labels]
     inits = [
         numpy_helper.from_array(np.ascontiguousarray(memory.vectors.T), "mem_t"),
@@ -94,6 +91,7 @@ def memory_nodes(memory: Memory, probs: str, out: str
         numpy_helper.from_array(np.array([k], dtype=np.int64), "mem_k"),
         numpy_helper.from_array(np.array(memory.radius, dtype=np.float32), "mem_radius"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1"),
         numpy_helper.from_array(np.array(float(k), dtype=np.float32), "k_f"),
         numpy_helper.from_array(np.array(1 - memory.weight, dtype=np.float32), "w_head"),
         numpy_helper.from_array(np.array(memory.weight / k, dtype=np.float32), "w_vote"),
@@ -115,5 +113,4 @@ def memory_nodes(memory: Memory, probs: str, out: str
         helper.make_node("Mul", ["vote_sum", "w_vote"], ["part_vote"]),
         helper.make_node("Add", ["part_head", "part_vote"], [out]),
     ]
-    inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "minus1"))
     return nodes, inits

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from distillery.settings import Settings
-from models.calibrate import NOTHING, Calibration, Decided, calibrate_policy
-from models.embed.head import Head, check_head_parity, export_head, scores, train_head
+from models.calibrate import NOTHING, Calibration, EarlierStages, calibrate_policy
+from models.embed.head import check_head_parity, export_head, scores, train_head
 from models.embed.memory import RADII, Memory, build_memory
 from models.embed.tier2 import TIER, registry_key, verify_head
 from models.pipeline import unweighted_sample
@@ -68,7 +68,7 @@ def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
               hold_y: np.ndarray, labels: Sequence[str], critical: Sequence[str],
               settings: Settings, *, weights: np.ndarray | None = None,
               sample: CalibrationSample | None = None, threads: int = 1,
-              earlier: Decided = NOTHING,
+              earlier: EarlierStages = NOTHING,
               memory_texts: Sequence[str] | None = None) -> Tier2Result:
     """Head on ``train_x`` (embeddings), policy calibrated on ``hold_x`` (what tier 1
     forwards of the held-out items; with ``earlier``, what tier 1 decides of the rest, so
@@ -92,7 +92,7 @@ def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
             conservative_floor=settings.critical_floor_conservative, sample=hold_sample,
             earlier=earlier)
 
-    chosen, cal, radii = _choose_memory(head, memory, calibrated)
+    chosen, cal, radii = _choose_memory(memory, calibrated)
     model = export_head(head, cal.temperature, chosen)
     check_head_parity(model, head, cal.temperature,
                       hold_x[:256] if len(hold_x) else train_x[:256], memory=chosen,
@@ -100,8 +100,7 @@ def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
     return Tier2Result(model, cal, names, crit, len(train_y), chosen, radii)
 
 
-def _choose_memory(head: Head, memory: Memory | None,
-                   calibrated: Callable[[Memory | None], Calibration]
+def _choose_memory(memory: Memory | None, calibrated: Callable[[Memory | None], Calibration]
                    ) -> tuple[Memory | None, Calibration, dict[str, float | None]]:
     """The verdict memory's radius, calibrated like a threshold: of no memory and each radius
     in ``RADII``, the one whose calibrated policy decides the most held-out weight (ties go

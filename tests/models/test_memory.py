@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.calibrate import NOTHING, Decided, calibrate_policy
+from models.calibrate import NOTHING, EarlierStages, calibrate_policy
 from models.embed.head import check_head_parity, export_head, head_probs, train_head
 from models.embed.memory import build_memory
 from models.pipeline import unweighted_sample
@@ -82,7 +82,7 @@ def test_joint_calibration_counts_what_the_earlier_stage_decided() -> None:
     kwargs = dict(accuracy_target=0.93, catch_target=0.95, z=1.0, min_support=20,
                   conservative_floor=0.05, sample=unweighted_sample(["a"] * n, []))
     alone = calibrate_policy(logits, y, None, ["a", "b"], [], earlier=NOTHING, **kwargs)  # type: ignore[arg-type]
-    earlier = Decided(weight=2000.0, correct=1990.0, squares=2000.0)
+    earlier = EarlierStages(weight=2000.0, correct=1990.0, squares=2000.0)
     joint = calibrate_policy(logits, y, None, ["a", "b"], [], earlier=earlier, **kwargs)  # type: ignore[arg-type]
     assert joint.metrics.coverage > alone.metrics.coverage
     accepted = joint.metrics.coverage * n

@@ -25,7 +25,7 @@ from workers.trainer.store import Example
 K = 7
 AGREE = 6
 RADIUS = 0.5
-BLOCK = 2048  # rows of the similarity matrix computed at once
+BLOCK_CELLS = 1 << 24  # similarities computed at once (64 MB of float32), whatever the store's size
 
 
 def suspect_ids(examples: Sequence[Example], vectors: np.ndarray,
@@ -51,8 +51,9 @@ def suspect_ids(examples: Sequence[Example], vectors: np.ndarray,
     index = {name: i for i, name in enumerate(names)}
     y_all = np.array([index[name] for name in labels_all], dtype=np.int64)
     out: set[str] = set()
-    for start in range(0, len(examples), BLOCK):
-        sims = x[start:start + BLOCK] @ x_all.T
+    block = max(1, BLOCK_CELLS // len(labels_all))
+    for start in range(0, len(examples), block):
+        sims = x[start:start + block] @ x_all.T
         rows = np.arange(sims.shape[0])
         sims[rows, rows + start] = -2.0  # not its own neighbour
         near = np.argpartition(-sims, K - 1, axis=1)[:, :K]

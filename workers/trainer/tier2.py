@@ -6,7 +6,7 @@ also trains tier 2 from the same verdicts:
 * the head (``models.embed.train2.fit_tier2``) trains on the embeddings of tier 1's training
   rows (same rows, same oversampling) and its policy is calibrated on *what tier 1 forwards*:
   the held-out verdicts the tier-1 version serving after this refresh leaves undecided and
-  does not route as critical (``models.embed.cascade.forwarded``), with the held-out weights
+  does not route as critical (``models.policy.Decided.handed_on``), with the held-out weights
   (tier-1 audits for tier 1's accepted region, tier-2 audits for tier 2's);
 * embeddings come from an ``Embedder`` (the trainer's store, ``workers.trainer.embeddings``;
   a text hash cache for the backtest): only texts never seen before are encoded;
@@ -33,9 +33,9 @@ import numpy as np
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from models.calibrate import NOTHING
-from models.embed.cascade import CascadeRoute, earlier_part, forwarded, route_cascade
+from models.embed.cascade import CascadeRoute, earlier_part, route_cascade
 from models.pipeline import _meets, _regressions
-from models.policy import CalibrationSample, DecisionPolicy, policy_from_manifest
+from models.policy import CalibrationSample, DecisionPolicy, decide, policy_from_manifest
 from models.registry import Manifest, Registry
 from models.system import SystemMetrics, system_metrics
 from workers.trainer.store import Example
@@ -122,7 +122,8 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     probs1 = student1.predict_proba([t for t, _ in holdout])
     policy1 = student1.routing_policy(settings.critical_floor)
     onward = settings.cascade_floors_onward
-    fwd = forwarded(probs1, policy1, onward)
+    d1 = decide(probs1, policy1)
+    fwd = d1.handed_on(onward)
     n_fwd = int(fwd.sum())
     if n_fwd < MIN_FORWARDED:
         return {"promoted": False, "version": None, "encoded": 0, "n_forwarded": n_fwd,
@@ -141,7 +142,7 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     truth_ids = np.array([index[y] for _, y in holdout], dtype=np.int64)
     result = fit_tier2(train_x, train_y, hold_x, hold_y, labels, critical, settings,
                        weights=w[fwd_rows], sample=sample, threads=settings.student_threads,
-                       earlier=(earlier_part(probs1, policy1, truth_ids, w, critical, onward)
+                       earlier=(earlier_part(d1, labels, truth_ids, w, critical, onward)
                                 if settings.cascade_joint_calibration else NOTHING),
                        memory_texts=[t for t, _ in rows] if settings.verdict_memory else None)
 
