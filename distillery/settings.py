@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     student_dim: int = Field(64, ge=4)
     student_max_ids: int = Field(160, ge=8)
     student_threads: int = Field(1, ge=1)
+    # tier 2's sentence encoder: int8 (MatMul weights per channel, onnxruntime's dynamic
+    # quantisation) or float32; int8 was 2.2x as fast at no accuracy cost on the dev
+    # streams, and two onnxruntime threads 2.1x one (README "The second tier")
+    embed_precision: Literal["int8", "float32"] = "int8"
+    embed_threads: int = Field(2, ge=1)
     # the one user-facing policy knob: accuracy of what the student decides alone (README
     # "The student" says how the default was chosen)
     accuracy_target: float = Field(0.93, gt=0.0, le=1.0)

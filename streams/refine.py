@@ -175,8 +175,8 @@ class RefineWorker:
         self.settings = settings
         self.task = task
         self.on_fatal = on_fatal
-        loader = loader or tier2_loader(settings, encoder_loader(settings.cache_dir,
-                                                                 settings.student_threads))
+        loader = loader or tier2_loader(settings, encoder_loader(
+            settings.cache_dir, settings.embed_threads, settings.embed_precision))
         self.key = registry_key(task.name)
         self.metrics_port = metrics_port
         metrics = RefineMetrics(task.name)

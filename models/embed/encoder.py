@@ -1,7 +1,8 @@
 """Serving the sentence encoder: ``tokenizers`` + onnxruntime, no torch.
 
-``TextEncoder.load(directory)`` verifies ``encoder.onnx`` against its manifest's sha256 and
-opens one onnxruntime session (one intra-op thread by default: workers share the cores);
+``TextEncoder.load(directory, threads, precision)`` verifies ``encoder-int8.onnx`` (or, with
+``precision="float32"``, ``encoder.onnx``) against its manifest's sha256 and opens one
+onnxruntime session with ``threads`` intra-op threads;
 ``encode(texts)`` returns unit-norm float32 embeddings [n, dim]. Texts are sorted by length
 and cut into batches so that a batch pads only to its own longest item.
 """
@@ -43,17 +44,21 @@ class TextEncoder:
         return cls(session, tok, max_length)
 
     @classmethod
-    def load(cls, directory: Path, threads: int = 1) -> TextEncoder:
-        from models.embed.export import ENCODER_FILE, MANIFEST_FILE, TOKENIZER_FILE
+    def load(cls, directory: Path, threads: int = 1,
+             precision: str = "int8") -> TextEncoder:
+        """``precision``: ``int8`` (the quantised file, the default) or ``float32``."""
+        from models.embed.export import ENCODER_FILE, INT8_FILE, MANIFEST_FILE, TOKENIZER_FILE
 
+        name, key = (INT8_FILE, "int8_sha256") if precision == "int8" else (ENCODER_FILE,
+                                                                             "sha256")
         try:
             manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-            model = (directory / ENCODER_FILE).read_bytes()
+            model = (directory / name).read_bytes()
             tokenizer = (directory / TOKENIZER_FILE).read_bytes()
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"no usable encoder in {directory}: {exc}") from exc
-        if sha256_of(model) != manifest.get("sha256"):
-            raise ModelError(f"{directory / ENCODER_FILE} does not match its manifest's "
+        if sha256_of(model) != manifest.get(key):
+            raise ModelError(f"{directory / name} does not match its manifest's "
                              "sha256; refused")
         if sha256_of(tokenizer) != manifest.get("tokenizer_sha256"):
             raise ModelError(f"{directory / TOKENIZER_FILE} does not match its manifest's "

@@ -33,10 +33,12 @@ from models.embed import weights as weight_files
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.onnx"
+INT8_FILE = "encoder-int8.onnx"  # the same graph, its MatMul weights int8 per channel
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
 TOLERANCE = 1e-4  # largest |onnx - torch| on a unit-norm embedding component
+INT8_MIN_COSINE = 0.97  # the int8 encoder's embeddings against the float one's, each text
 MAX_LENGTH = 128  # tokens, [CLS] and [SEP] included (the model was trained at 128)
 PARITY_SAMPLE = [
     "My card was stolen and there are charges I did not make.",
@@ -53,9 +55,13 @@ def encoder_dir(cache_dir: Path) -> Path:
 
 
 def ensure_encoder(cache_dir: Path) -> Path:
-    """The exported encoder's directory, building it first if it is not there yet."""
+    """The exported encoder's directory, building it first if it is not there yet (and its
+    int8 copy if a cache from before it has only the float file)."""
     target = encoder_dir(cache_dir)
     if (target / MANIFEST_FILE).is_file() and (target / ENCODER_FILE).is_file():
+        manifest = json.loads((target / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if "int8_sha256" not in manifest or not (target / INT8_FILE).is_file():
+            add_int8(target, manifest)
         return target
     build_encoder(target)
     return target
@@ -74,7 +80,8 @@ def build_encoder(target: Path) -> dict[str, Any]:
     data = _export(model, torch)
     tokenizer_bytes = files.tokenizer.read_bytes()
     parity = check_parity(data, tokenizer_bytes, model)
-    manifest = {
+    int8 = quantize_int8(data)
+    manifest: dict[str, Any] = {
         "name": weight_files.NAME,
         "weights_sha256": weight_files.WEIGHTS_SHA256,
         "sha256": sha256_of(data),
@@ -84,11 +91,13 @@ def build_encoder(target: Path) -> dict[str, Any]:
         "parity": parity,
         "licence": weight_files.LICENCE,
         "torch": torch.__version__,
+        **int8_entries(data, int8, tokenizer_bytes),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
         (staging / ENCODER_FILE).write_bytes(data)
+        (staging / INT8_FILE).write_bytes(int8)
         (staging / TOKENIZER_FILE).write_bytes(tokenizer_bytes)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if target.exists():
@@ -120,6 +129,66 @@ def _export(model: Any, torch: Any) -> bytes:
     data = buffer.getvalue()
     _check_self_contained(data)
     return data
+
+
+def quantize_int8(data: bytes) -> bytes:
+    """onnxruntime's dynamic quantisation of the float graph: MatMul weights int8, one scale
+    per output channel, activations quantised per batch at run time (README "The second
+    tier": per tensor, or with the embedding table quantised too, drifted further)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="distillery-int8-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(data)
+        try:
+            root = logging.getLogger()  # the quantiser logs a pre-processing hint there
+            level = root.level
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"],
+                                 per_channel=True, weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
+        except Exception as exc:  # the quantiser raises many types; wrap them where they enter
+            raise ModelError(f"encoder int8 quantisation failed: {exc}") from exc
+        return dst.read_bytes()
+
+
+def int8_cosine(data: bytes, int8: bytes, tokenizer_bytes: bytes,
+                sample: list[str] | None = None) -> float:
+    """The lowest cosine between the int8 and the float encoder's embedding of a text of
+    ``sample``; refuses the int8 file below ``INT8_MIN_COSINE``."""
+    from models.embed.encoder import TextEncoder
+
+    texts = sample or PARITY_SAMPLE
+    want = TextEncoder.from_bytes(data, tokenizer_bytes).encode(texts)
+    got = TextEncoder.from_bytes(int8, tokenizer_bytes).encode(texts)
+    low = float((want * got).sum(axis=1).min())
+    if not np.isfinite(low) or low < INT8_MIN_COSINE:
+        raise ModelError(f"the int8 encoder's embeddings reach cosine {low:.3f} with the float "
+                         f"ones (< {INT8_MIN_COSINE}); refused")
+    return low
+
+
+def int8_entries(data: bytes, int8: bytes, tokenizer_bytes: bytes) -> dict[str, Any]:
+    from models.runtime import sha256_of
+
+    return {"int8_sha256": sha256_of(int8),
+            "int8_min_cosine": int8_cosine(data, int8, tokenizer_bytes)}
+
+
+def add_int8(target: Path, manifest: dict[str, Any]) -> None:
+    """Quantise an already exported float encoder in place (atomically per file)."""
+    data = (target / ENCODER_FILE).read_bytes()
+    tokenizer_bytes = (target / TOKENIZER_FILE).read_bytes()
+    log.info("quantising the encoder in %s to int8", target)
+    int8 = quantize_int8(data)
+    manifest = {**manifest, **int8_entries(data, int8, tokenizer_bytes)}
+    for name, payload in ((INT8_FILE, int8), (MANIFEST_FILE,
+                          json.dumps(manifest, indent=2).encode("utf-8"))):
+        staging = target / f".{name}.tmp"
+        staging.write_bytes(payload)
+        os.replace(staging, target / name)
 
 
 def check_parity(data: bytes, tokenizer_bytes: bytes, model: Any,

@@ -105,7 +105,8 @@ class EmbedStudent:
         return cached_policy(self._policies, self.manifest, fallback_floor)
 
 
-def encoder_loader(cache_dir: Path, threads: int = 1) -> Callable[[], TextEncoder]:
+def encoder_loader(cache_dir: Path, threads: int = 1,
+                   precision: str = "int8") -> Callable[[], TextEncoder]:
     """A function that loads the encoder once (lazily) and then returns the same one."""
     loaded: list[TextEncoder] = []
 
@@ -113,7 +114,8 @@ def encoder_loader(cache_dir: Path, threads: int = 1) -> Callable[[], TextEncode
         if not loaded:
             from models.embed.export import ensure_encoder
 
-            loaded.append(TextEncoder.load(ensure_encoder(cache_dir), threads=threads))
+            loaded.append(TextEncoder.load(ensure_encoder(cache_dir), threads=threads,
+                                           precision=precision))
         return loaded[0]
 
     return get

@@ -20,7 +20,7 @@ REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
 
 @pytest.fixture(scope="module")
 def encoder() -> TextEncoder:
-    return TextEncoder.load(ensure_encoder(default_settings().cache_dir))
+    return TextEncoder.load(ensure_encoder(default_settings().cache_dir), precision="float32")
 
 
 def test_encoder_matches_sentence_transformers(encoder: TextEncoder) -> None:
@@ -54,6 +54,58 @@ def test_onnx_matches_torch_and_refuses_a_different_model(encoder: TextEncoder) 
         model.layers[-1].out_norm.bias.add_(0.05)  # a different network: parity must fail
     with pytest.raises(ModelError, match="differs from torch"):
         check_parity(data, tokenizer, model)
+
+
+def test_int8_encoder_stays_close_to_float_and_is_refused_when_it_drifts(
+        encoder: TextEncoder, tmp_path: Path) -> None:
+    from models.embed.export import (
+        ENCODER_FILE,
+        INT8_FILE,
+        MANIFEST_FILE,
+        TOKENIZER_FILE,
+        encoder_dir,
+        int8_cosine,
+    )
+
+    directory = ensure_encoder(default_settings().cache_dir)
+    manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert manifest["int8_min_cosine"] >= 0.97
+    int8 = TextEncoder.load(directory)  # the default precision
+    texts = ["my card was stolen", "cancel my order 4411 please", "what time is it in Oslo"]
+    cosine = (int8.encode(texts) * encoder.encode(texts)).sum(axis=1)
+    assert cosine.min() > 0.97 and not np.allclose(cosine, 1.0, atol=1e-6)
+    data = (directory / ENCODER_FILE).read_bytes()
+    tokenizer = (directory / TOKENIZER_FILE).read_bytes()
+    # a "quantised" file that is another model: refused by the cosine check
+    with pytest.raises(ModelError, match="cosine"):
+        int8_cosine(data, _other_model(data), tokenizer)
+    # a cache exported before int8 existed gets its int8 file on first use
+    old = encoder_dir(tmp_path)
+    old.mkdir(parents=True)
+    for name in (ENCODER_FILE, TOKENIZER_FILE):
+        (old / name).symlink_to(directory / name)
+    stripped = {k: v for k, v in manifest.items() if not k.startswith("int8")}
+    (old / MANIFEST_FILE).write_text(json.dumps(stripped), encoding="utf-8")
+    assert ensure_encoder(tmp_path) == old and (old / INT8_FILE).is_file()
+    assert TextEncoder.load(old).encode(texts).shape == (3, 384)
+    (old / INT8_FILE).write_bytes((old / INT8_FILE).read_bytes()[:-8] + b"tampered")
+    with pytest.raises(ModelError, match="does not match"):
+        TextEncoder.load(old)
+
+
+def _other_model(data: bytes) -> bytes:
+    """The float graph with the rows of every weight matrix shuffled: same shapes, another
+    model."""
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    model = onnx.load_from_string(data)
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.ndim == 2 and values.dtype == np.float32:
+            init.CopyFrom(numpy_helper.from_array(rng.permutation(values), init.name))
+    return bytes(model.SerializeToString())
 
 
 def test_head_trains_exports_and_matches_numpy() -> None:

@@ -1,7 +1,8 @@
 """The backtest's sentence embeddings, cached on disk by text hash across runs.
 
 A ``backtest --tiers ngram,embed`` embeds each distinct text of the history once ever: the
-vectors go to ``<cache_dir>/embed/backtest-embeddings.sqlite`` (the trainer store's
+vectors go to ``<cache_dir>/embed/backtest-embeddings-int8.sqlite`` (``...embeddings.sqlite``
+with ``DISTILLERY_EMBED_PRECISION=float32``; the trainer store's
 ``embeddings`` table, ``workers.trainer.embeddings``, with the id left empty so the key is
 the text's sha256 alone; float16). A second run over the same history encodes nothing.
 ``TextEmbeddings`` is both the refresh's ``Embedder`` and, through ``encode``, the encoder
@@ -20,7 +21,14 @@ import numpy as np
 from distillery.settings import Settings
 from workers.trainer.embeddings import StoredEmbeddings
 
-CACHE_FILE = "backtest-embeddings.sqlite"
+CACHE_FILE = "backtest-embeddings.sqlite"  # float32's; other precisions add theirs
+
+
+def cache_file(settings: Settings) -> str:
+    """The cache's file name for the encoder precision in use (vectors differ by it)."""
+    if settings.embed_precision == "float32":
+        return CACHE_FILE
+    return CACHE_FILE.replace(".sqlite", f"-{settings.embed_precision}.sqlite")
 
 
 class TextEmbeddings:
@@ -28,7 +36,7 @@ class TextEmbeddings:
         folder = settings.cache_dir / "embed"
         folder.mkdir(parents=True, exist_ok=True)
         self.settings = settings
-        self.db = sqlite3.connect(str(folder / CACHE_FILE), timeout=60)
+        self.db = sqlite3.connect(str(folder / cache_file(settings)), timeout=60)
         self.stored = StoredEmbeddings(self.db, self._encode)
         self._encoder: Any = None
 
@@ -41,7 +49,8 @@ class TextEmbeddings:
             from models.embed.tier2 import encoder_loader
 
             self._encoder = encoder_loader(self.settings.cache_dir,
-                                           self.settings.student_threads)()
+                                           self.settings.embed_threads,
+                                           self.settings.embed_precision)()
         return np.asarray(self._encoder.encode(texts, 64), dtype=np.float32)
 
     def embed(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:

@@ -108,7 +108,8 @@ def store_refresher(settings: Settings, task: TaskConfig,
         if not encoder:
             from models.embed.tier2 import encoder_loader
 
-            encoder.append(encoder_loader(settings.cache_dir, settings.student_threads)())
+            encoder.append(encoder_loader(settings.cache_dir, settings.embed_threads,
+                                          settings.embed_precision)())
         return encoder[0].encode(texts, 64)
 
     def refresh(store: TrainingStore, confirm: Confirm = _always) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from distillery.settings import Settings
 from models.embed.export import encoder_dir, ensure_encoder
 from workers.offline.backtest import Backtest, BacktestConfig, HistoryRow
-from workers.offline.embedcache import CACHE_FILE
+from workers.offline.embedcache import cache_file
 from workers.offline.figures import BacktestFigures
 from workers.offline.sweep import match, point_of
 
@@ -53,7 +53,7 @@ def _run(settings: Settings, boot: list[tuple[str, str]], stream: list[HistoryRo
 
 
 def _stored(cache: Path) -> int:
-    with sqlite3.connect(cache / "embed" / CACHE_FILE) as db:
+    with sqlite3.connect(cache / "embed" / cache_file(Settings())) as db:
         return int(db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
 
 
