@@ -38,7 +38,7 @@ TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
 OPSET = 17
 TOLERANCE = 1e-4  # largest |onnx - torch| on a unit-norm embedding component
-INT8_MIN_COSINE = 0.97  # the int8 encoder's embeddings against the float one's, each text
+INT8_MIN_COSINE = 0.95  # the int8 encoder's embeddings against the float one's, each text
 MAX_LENGTH = 128  # tokens, [CLS] and [SEP] included (the model was trained at 128)
 PARITY_SAMPLE = [
     "My card was stolen and there are charges I did not make.",

@@ -69,11 +69,11 @@ def test_int8_encoder_stays_close_to_float_and_is_refused_when_it_drifts(
 
     directory = ensure_encoder(default_settings().cache_dir)
     manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-    assert manifest["int8_min_cosine"] >= 0.97
+    assert manifest["int8_min_cosine"] >= 0.95
     int8 = TextEncoder.load(directory)  # the default precision
     texts = ["my card was stolen", "cancel my order 4411 please", "what time is it in Oslo"]
     cosine = (int8.encode(texts) * encoder.encode(texts)).sum(axis=1)
-    assert cosine.min() > 0.97 and not np.allclose(cosine, 1.0, atol=1e-6)
+    assert cosine.min() > 0.95 and not np.allclose(cosine, 1.0, atol=1e-6)
     data = (directory / ENCODER_FILE).read_bytes()
     tokenizer = (directory / TOKENIZER_FILE).read_bytes()
     # a "quantised" file that is another model: refused by the cosine check
