@@ -217,12 +217,10 @@ def main() -> None:
     from distillery.settings import default_settings
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    target = encoder_dir(default_settings().cache_dir)
-    if (target / MANIFEST_FILE).is_file():
-        print(f"encoder ready in {target}")
-        return
-    manifest = build_encoder(target)
-    print(f"encoder exported to {target} (parity {manifest['parity']:.1e})")
+    target = ensure_encoder(default_settings().cache_dir)  # an older cache gains its int8 file
+    manifest = json.loads((target / MANIFEST_FILE).read_text(encoding="utf-8"))
+    print(f"encoder ready in {target} (parity {manifest['parity']:.1e}, int8 cosine "
+          f"{manifest['int8_min_cosine']:.3f})")
 
 
 if __name__ == "__main__":
