@@ -8,9 +8,12 @@ default: Avro when the bytes carry an Avro header, else JSON; or only ``avro``, 
 Kafka client can read the decisions). ``tiers`` lists the student tiers: ``["ngram"]`` (the
 default: the hashed n-gram student alone) or ``["ngram", "embed"]`` (tier 1's undecided,
 non-critical items go to ``<task>.refine``, where sentence embeddings and a small head decide
-or forward to the teacher). Two tasks are built in (``tickets`` and
-``moderation``); a TOML file named by ``DISTILLERY_TASKS_FILE`` adds tasks or replaces
-built-in ones, e.g.::
+or forward to the teacher). ``redact`` lists the kinds of personal data taken out of every
+input's text before the student, the teacher or any topic sees it (``distillery.redact``:
+``email``, ``phone``, ``card``, ``iban``, ``ip``, ``url``; none by default), phone numbers
+written nationally read for ``redact_region`` (default ``US``). Two tasks are built in
+(``tickets`` and ``moderation``); a TOML file named by ``DISTILLERY_TASKS_FILE`` adds tasks
+or replaces built-in ones, e.g.::
 
     [tasks.intents]
     schema = "text"
@@ -34,6 +37,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distillery.errors import ConfigError
+from distillery.redact import RedactKind, Redactor, check_region, redactor
 from distillery.settings import Settings
 
 SchemaName = Literal["ticket", "moderation", "text"]
@@ -84,6 +88,10 @@ class TaskConfig(BaseModel):
     # equals tier 1 (it leaves tier 2 under 5% of the stream and no tier-2 version decides
     # any; README "The second tier"); a task opts in with tiers = ["ngram", "embed"]
     tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["ngram"]))
+    # personal data replaced by placeholders before the text leaves the classify worker;
+    # off by default: the built-in tasks' synthetic streams carry none
+    redact: list[RedactKind] = Field(default_factory=list)
+    redact_region: str = "US"  # phonenumbers' region for numbers written without +country
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> TaskConfig:
@@ -93,6 +101,8 @@ class TaskConfig(BaseModel):
         if not self.tiers or self.tiers[0] != "ngram" or len(set(self.tiers)) != len(self.tiers):
             raise ValueError(f"task {self.name}: tiers must start with 'ngram', without "
                              "repeats, e.g. [\"ngram\", \"embed\"]")
+        if self.redact:
+            object.__setattr__(self, "redact_region", check_region(self.redact_region))
         if not self.input_topic:
             object.__setattr__(self, "input_topic", self.name)
         if not self.results_topic:
@@ -109,6 +119,13 @@ class TaskConfig(BaseModel):
     @property
     def critical_labels(self) -> list[str]:
         return [label.name for label in self.labels if label.critical]
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """The task's ``Redactor``, or None when it redacts nothing."""
+        if not self.redact:
+            return None
+        return redactor(tuple(self.redact), self.redact_region)
 
     @property
     def teacher_topic(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ class Labelled:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def redacted(self, redact: Callable[[str], str]) -> Labelled:
+        """The same rows with ``redact`` applied to each text (a task's redaction)."""
+        return Labelled([redact(t) for t in self.texts], self.labels, self.metadata)
 
     def slice_fields(self) -> list[str]:
         """Metadata columns with few enough distinct values to slice by."""

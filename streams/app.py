@@ -94,10 +94,13 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
     rt.metrics.batch_size.labels(task=name).observe(len(raws))
     items: list[Item] = []
     out: list[Output] = []
+    redacted = Counter[str]()
     for raw in raws:
         decoded = decode_event(rt.task, raw, rt.max_text_chars, keep_bytes)
         if isinstance(decoded, Item):
             items.append(decoded)
+            if decoded.redactions:
+                redacted.update(decoded.redactions)
         else:
             rt.metrics.dead.labels(task=name, reason=decoded.error_kind).inc()
             out.append((rt.topics["deadletter"], raw.key, encode(decoded)))
@@ -122,6 +125,8 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
         rt.metrics.decided.labels(task=name).inc(decided)
     for reason, count in deferred.items():
         rt.metrics.deferred.labels(task=name, reason=reason).inc(count)
+    for kind, count in redacted.items():
+        rt.metrics.redactions.labels(task=name, kind=kind).inc(count)
     return out
 
 

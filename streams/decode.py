@@ -5,16 +5,22 @@ carries the original bytes, the source topic, partition, offset and the reason.
 
 The task's ``input_format`` says what is accepted (``auto``: Avro by its header, else JSON);
 JSON is validated by the same pydantic model as Avro, so the reasons are the same
-(``empty``, ``undecodable``, ``invalid``, ``oversized``). ``encode_output`` writes what the
+(``empty``, ``undecodable``, ``invalid``, ``oversized``). A task that redacts
+(``TaskConfig.redact``) gets its text and its metadata's values redacted here, the one
+place every input passes through, so nothing downstream sees what was taken out.
+``encode_output`` writes what the
 results topic carries in the task's ``output_format``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from distillery.errors import SerializationError, ValidationError
+from distillery.redact import Redactor
 from distillery.tasks import TaskConfig
 from schemas.fastwire import encode_decision
 from schemas.records import INPUT_TYPES, DeadLetter, Decision, InputRecord
@@ -36,6 +42,7 @@ class Item:
     record: InputRecord
     text: str
     raw: RawEvent
+    redactions: Mapping[str, int] = field(default_factory=dict)  # kind -> count replaced
 
 
 DEAD_LETTER_VALUE_BYTES = 4096  # default prefix kept (``Settings.dead_letter_value_bytes``)
@@ -90,7 +97,23 @@ def _decode_event(task: TaskConfig, raw: RawEvent, max_text_chars: int) -> Item 
         return dead_letter(
             task.name, raw, "oversized", f"text is {len(text)} characters, over {max_text_chars}"
         )
-    return Item(record=record, text=text, raw=raw)
+    redactor = task.redactor
+    if redactor is None:
+        return Item(record=record, text=text, raw=raw)
+    return _redacted(record, text, raw, redactor)
+
+
+def _redacted(record: InputRecord, text: str, raw: RawEvent, redactor: Redactor) -> Item:
+    done = redactor(text)
+    counts = Counter(done.counts)
+    metadata = {}
+    for key, value in record.metadata.items():
+        value_done = redactor(value)
+        metadata[key] = value_done.text
+        counts.update(value_done.counts)
+    if counts:
+        record = record.model_copy(update={"metadata": metadata})
+    return Item(record=record, text=done.text, raw=raw, redactions=counts)
 
 
 def encode_output(task: TaskConfig, decision: Decision) -> bytes:

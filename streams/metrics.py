@@ -30,6 +30,9 @@ class ClassifyMetrics:
                                 registry=r)
         self.dead = Counter("distillery_dead_lettered_total", "Events dead-lettered, by reason",
                             ["task", "reason"], registry=r)
+        self.redactions = Counter("distillery_redactions_total",
+                                  "Personal data replaced in input texts, by kind (email, "
+                                  "phone, card, iban, ip, url)", ["task", "kind"], registry=r)
         self.batch_size = Histogram("distillery_batch_size", "Events per micro-batch", ["task"],
                                     buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096),
                                     registry=r)

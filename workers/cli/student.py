@@ -54,6 +54,8 @@ def train(
     if unknown:
         raise ConfigError(f"{data}: {len(unknown)} labels not in task {task}: "
                           f"{', '.join(unknown[:5])}")
+    if t.redactor is not None:  # train on what the worker will serve on (train/serve parity)
+        rows = rows.redacted(t.redactor.text)
     serving = Registry.from_settings(s).serving(task)  # its labels keep their places
     with err.status(f"training on {len(rows)} rows") as status:
         result = train_version(
@@ -97,8 +99,10 @@ def evaluate(
     from models.registry import Registry
 
     s = cli_settings()
-    get_task(s, task)  # an unknown task is one clear line
+    t = get_task(s, task)  # an unknown task is one clear line
     rows = read_labelled(data, text_col, label_col)
+    if t.redactor is not None:  # judged on what the worker serves on
+        rows = rows.redacted(t.redactor.text)
     student = Registry(s.registry_root).load_student(task, version, threads=s.student_threads)
     fields = rows.slice_fields()
     report = evaluate_student(student, rows.texts, rows.labels,

@@ -100,6 +100,7 @@ class FakeTeacherServer:
         self.default = default or gullible_answer
         self.reject_response_format = reject_response_format
         self.calls: list[Call] = []
+        self.bodies: list[bytes] = []  # every request body as it came, for what left a worker
         self._scripts: list[tuple[str, list[Reply]]] = []
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -207,8 +208,11 @@ def _handler_for(server: FakeTeacherServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length)
+            with server._lock:
+                server.bodies.append(data)
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(data or b"{}")
             except json.JSONDecodeError:
                 self._send(400, {"error": {"message": "body is not JSON"}})
                 return

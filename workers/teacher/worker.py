@@ -297,6 +297,7 @@ class TeacherWorker:
             await self._dead_letter(message, "wrong_task",
                                     f"request for task {request.task} on {message.topic}")
             return
+        request = redact_request(request, self.task)
         await self._emit(message, request, await self._outcome_for(request, message.partition))
 
     async def _outcome_for(self, request: TeacherRequest, partition: int = 0) -> Outcome:
@@ -414,6 +415,22 @@ class TeacherWorker:
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
             pending = failed
+
+
+def redact_request(request: TeacherRequest, task: TaskConfig) -> TeacherRequest:
+    """The request with its task's redaction applied again before it reaches the teacher.
+
+    The classify worker has redacted it already (``streams.decode``); a request put on the
+    teacher topic by another producer has not. Redacting a redacted text changes nothing.
+    """
+    redactor = task.redactor
+    if redactor is None:
+        return request
+    text = redactor.text(request.text)
+    metadata = {k: redactor.text(v) for k, v in request.metadata.items()}
+    if text == request.text and metadata == request.metadata:
+        return request
+    return request.model_copy(update={"text": text, "metadata": metadata})
 
 
 def run_worker(worker: TeacherWorker) -> None:
