@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from distillery.errors import BrokerError
 from distillery.settings import Settings
@@ -90,16 +91,34 @@ def spec_for(settings: Settings, topic: str) -> TopicSpec | None:
     return None
 
 
+def admin_client(settings: Settings) -> Any:
+    """A kafka-python admin client, or a ``BrokerError`` that says why there is none.
+
+    A refused SASL login looks like an unreachable broker to kafka-python (it cannot
+    bootstrap); with SASL settings the error says which user tried.
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    except (KafkaError, OSError) as exc:
+        hint = ""
+        if settings.kafka_sasl_mechanism:
+            hint = (f" as {settings.kafka_sasl_username!r} over "
+                    f"{settings.kafka_security_protocol}: check the user and password, and "
+                    "the CA file")
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka_bootstrap}{hint} "
+                          f"({type(exc).__name__})") from exc
+
+
 def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the catalogue's topics that do not exist yet; returns the names created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     specs = specs if specs is not None else catalogue(settings)
-    try:
-        admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -124,9 +143,9 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> l
 
 def describe_topics(settings: Settings, names: list[str]) -> list[dict[str, object]]:
     """Partition count and config of existing topics (for ``topics describe``)."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    admin = admin_client(settings)
     try:
         meta = admin.describe_topics(names)
         configs = admin.describe_configs(
@@ -151,9 +170,7 @@ def describe_topics(settings: Settings, names: list[str]) -> list[dict[str, obje
 
 
 def list_topics(settings: Settings) -> list[str]:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(client_id="distillery-admin", **settings.kafka_python_kwargs())
+    admin = admin_client(settings)
     try:
         return sorted(t for t in admin.list_topics() if t.startswith(settings.topic_prefix))
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,35 +18,68 @@ broker_app = typer.Typer(help="Run the embedded single-node Kafka broker.", no_a
 topics_app = typer.Typer(help="Create and inspect the topic catalogue.", no_args_is_help=True)
 
 
+SecureOpt = Annotated[bool, typer.Option(
+    "--secure", help="The SASL_SSL broker with SCRAM users per role and ACLs "
+    "(its own data, under <state_dir>/broker-secure)")]
+
+
 @broker_app.command("start")
-def broker_start() -> None:
+def broker_start(secure: SecureOpt = False) -> None:
     """Start the embedded broker (fetching Kafka's jars on first use); waits until it answers."""
     from workers.runtime.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(cli_settings())
+    broker = EmbeddedBroker(cli_settings(), secure=secure)
     with err.status(f"starting Kafka {broker.settings.kafka_version} on {broker.bootstrap}"):
         started = broker.start()
     verb = "started" if started else "is already running"
-    typer.echo(f"embedded Kafka {broker.settings.kafka_version} {verb} on {broker.bootstrap}")
+    kind = "secure (SASL_SSL, SCRAM-SHA-512, ACLs) " if secure else ""
+    typer.echo(f"embedded {kind}Kafka {broker.settings.kafka_version} {verb} on "
+               f"{broker.bootstrap}")
+    if broker.secure is not None:
+        _grant(broker)
+        typer.echo(f"connect as a role with DISTILLERY_CONFIG={broker.secure.folder}/<role>.toml"
+                   " (roles: admin, classify, refine, teacher, trainer, client)")
+
+
+@broker_app.command("acls")
+def broker_acls() -> None:
+    """Grant every role its ACLs on the secure broker for this topic prefix and these tasks
+    (``broker start --secure`` does it for the settings it starts with)."""
+    from workers.runtime.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(cli_settings(), secure=True)
+    if broker.pid() is None:
+        raise ConfigError("the secure broker is not running: `distillery broker start --secure`")
+    _grant(broker)
+
+
+def _grant(broker: Any) -> None:
+    from distillery.tasks import load_tasks
+    from workers.runtime.secure import grant_roles
+
+    count = grant_roles(broker.client_settings("admin"), list(load_tasks(broker.settings).values()))
+    prefix = broker.settings.topic_prefix or "(no prefix)"
+    typer.echo(f"{count} ACLs for topic prefix {prefix} granted")
 
 
 @broker_app.command("stop")
-def broker_stop() -> None:
+def broker_stop(secure: SecureOpt = False) -> None:
     """Stop the embedded broker; its data stays for the next start."""
     from workers.runtime.broker import EmbeddedBroker
 
-    stopped = EmbeddedBroker(cli_settings()).stop()
+    stopped = EmbeddedBroker(cli_settings(), secure=secure).stop()
     typer.echo("embedded Kafka stopped" if stopped else "embedded Kafka was not running")
 
 
 @broker_app.command("status")
 def broker_status(
+    secure: SecureOpt = False,
     json_file: Annotated[Path | None, typer.Option("--json", help="Write as JSON")] = None,
 ) -> None:
     """Say whether the embedded broker runs, where, and where its data and log are."""
     from workers.runtime.broker import EmbeddedBroker
 
-    status = EmbeddedBroker(cli_settings()).status()
+    status = EmbeddedBroker(cli_settings(), secure=secure).status()
     if json_file:
         json_file.write_text(json.dumps(asdict(status), indent=2), encoding="utf-8")
     state = "running" if status.running else "stopped"
@@ -58,11 +91,12 @@ def broker_status(
 
 
 @broker_app.command("logs")
-def broker_logs(lines: Annotated[int, typer.Option("-n", "--lines", min=1)] = 50) -> None:
+def broker_logs(lines: Annotated[int, typer.Option("-n", "--lines", min=1)] = 50,
+                secure: SecureOpt = False) -> None:
     """Print the last lines of the embedded broker's log."""
     from workers.runtime.broker import EmbeddedBroker
 
-    for line in EmbeddedBroker(cli_settings()).logs(lines):
+    for line in EmbeddedBroker(cli_settings(), secure=secure).logs(lines):
         typer.echo(line)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from distillery.errors import BrokerError
 from distillery.settings import Settings
 from workers.runtime.procs import alive
+from workers.runtime.secure import SecureFiles
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,14 @@ class BrokerStatus:
 
 
 class EmbeddedBroker:
-    def __init__(self, settings: Settings) -> None:
+    """The broker; ``secure=True`` runs the SASL_SSL one with ACLs, in a folder of its own
+    (``<state_dir>/broker-secure``; ``workers.runtime.secure``)."""
+
+    def __init__(self, settings: Settings, secure: bool = False) -> None:
         self.settings = settings
-        self.home = settings.broker_dir
+        self.secure = SecureFiles(settings.state_dir / "broker-secure" / "secure") if secure \
+            else None
+        self.home = settings.state_dir / "broker-secure" if secure else settings.broker_dir
         self.jars = settings.kafka_jar_dir
         self.data_dir = self.home / "data"
         self.pid_file = self.home / "broker.pid"
@@ -142,6 +148,9 @@ class EmbeddedBroker:
                 )
         self.fetch_jars()
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.secure is not None:
+            self.secure.make()
+            self.secure.write_role_configs(self.bootstrap)
         self._write_properties()
         self._format_once()
         self._spawn()
@@ -171,6 +180,13 @@ class EmbeddedBroker:
             return []
         return self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
 
+    def client_settings(self, role: str = "admin") -> Settings:
+        """Settings that reach this broker (as ``role`` when it is the secure one)."""
+        plain = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+        if self.secure is None or not self.secure.ready():
+            return plain
+        return self.secure.role_settings(plain, role)
+
     def answers(self) -> bool:
         """True when the broker serves metadata on its listener."""
         from kafka import KafkaAdminClient
@@ -178,8 +194,8 @@ class EmbeddedBroker:
 
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
-                client_id="distillery-probe",
+                request_timeout_ms=3000, client_id="distillery-probe",
+                **self.client_settings().kafka_python_kwargs(),
             )
         except (KafkaError, OSError, ValueError):
             return False
@@ -227,8 +243,12 @@ class EmbeddedBroker:
             "auto.create.topics.enable": "true",
             "log.cleaner.backoff.ms": "1000",
         }
+        if self.secure is not None:
+            props.update(self.secure.properties(s.broker_port, s.broker_controller_port))
         text = "".join(f"{k}={v}\n" for k, v in props.items())
-        self.properties.write_text(text, encoding="utf-8")
+        fd = os.open(self.properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # may hold the admin's password
+            out.write(text)
 
     def _java(self) -> list[str]:
         log4j = self.home / "log4j2.properties"
@@ -250,11 +270,14 @@ class EmbeddedBroker:
             # "--cluster-id=ID" in one argument: a base64 id may start with "-".
             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_file.read_text().strip()}",
             "-c", str(self.properties), "--ignore-formatted",
-        ]
+        ] + (self.secure.format_args() if self.secure is not None else [])
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise BrokerError(f"formatting Kafka storage failed: {done.stderr.strip()[-400:]}",
-                              retriable=False)
+            detail = done.stderr.strip()[-400:]
+            if self.secure is not None:  # the command line held the users' passwords
+                for password in self.secure.users().values():
+                    detail = detail.replace(password, "***")
+            raise BrokerError(f"formatting Kafka storage failed: {detail}", retriable=False)
 
     def _spawn(self) -> None:
         cmd = self._java() + ["kafka.Kafka", str(self.properties)]

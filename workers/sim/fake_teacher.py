@@ -101,6 +101,7 @@ class FakeTeacherServer:
         self.reject_response_format = reject_response_format
         self.calls: list[Call] = []
         self.bodies: list[bytes] = []  # every request body as it came, for what left a worker
+        self.auth: set[str] = set()  # the Authorization headers seen
         self._scripts: list[tuple[str, list[Reply]]] = []
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -211,6 +212,7 @@ def _handler_for(server: FakeTeacherServer) -> type[BaseHTTPRequestHandler]:
             data = self.rfile.read(length)
             with server._lock:
                 server.bodies.append(data)
+                server.auth.add(self.headers.get("Authorization") or "")
             try:
                 body = json.loads(data or b"{}")
             except json.JSONDecodeError:
