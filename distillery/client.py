@@ -62,6 +62,7 @@ class Client:
         self.tasks: dict[str, TaskConfig] = load_tasks(self.settings)
         self.client_id = client_id
         self._producer: Any = None
+        self._pending: list[Any] = []  # send futures not yet checked by flush
         self._starts: dict[str, dict[Any, int]] = {}  # task -> results partition -> offset
 
     # --- the three verbs ---------------------------------------------------------------
@@ -95,18 +96,27 @@ class Client:
 
     # --- lifecycle ---------------------------------------------------------------------
     def flush(self) -> None:
-        """Wait until everything sent so far is acknowledged by the broker."""
-        if self._producer is not None:
-            self._producer.flush()
+        """Wait until everything sent so far is acknowledged by the broker; a send the broker
+        refused (no ACL to write the topic, say) is a ``BrokerError`` here, not lost quietly."""
+        if self._producer is None:
+            return
+        self._producer.flush()
+        pending, self._pending = self._pending, []
+        failed = [f for f in pending if f.failed()]
+        if failed:
+            exc = failed[0].exception
+            raise BrokerError(f"{len(failed)} of {len(pending)} sends refused: {exc}",
+                              retriable=getattr(exc, "retriable", False))
 
     def close(self) -> None:
         """Flush and close the producer (the client can be used again afterwards)."""
         if self._producer is not None:
-            producer, self._producer = self._producer, None
             try:
-                producer.flush()
+                self.flush()
             finally:
-                producer.close()
+                producer, self._producer = self._producer, None
+                if producer is not None:
+                    producer.close()
 
     def __enter__(self) -> Client:
         return self
@@ -159,7 +169,8 @@ class Client:
                 raise BrokerError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: "
                                   f"{exc}") from exc
         try:
-            self._producer.send(self.topic(topic), key=key.encode("utf-8"), value=value)
+            self._pending.append(
+                self._producer.send(self.topic(topic), key=key.encode("utf-8"), value=value))
         except KafkaError as exc:
             raise BrokerError(f"cannot send to {self.topic(topic)}: {exc}") from exc
 
