@@ -30,17 +30,22 @@ def up(
         help="Teacher workers per task, in one group (one budget and verdict memory: "
              "<task>.teacher.ledger)",
     )] = 1,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="On the embedded SASL_SSL broker with ACLs (`broker start --secure`), "
+        "each worker as its own role")] = False,
 ) -> None:
     """Start the broker (embedded unless configured), create the topics, run every worker."""
+    from workers.runtime.broker import EmbeddedBroker
     from workers.runtime.stack import children, prepare
     from workers.runtime.supervisor import Supervisor
 
     s = cli_settings()
     tasks = tasks_of(s, task)
-    s, _ = prepare(s, tasks)
+    s, _ = prepare(s, tasks, secure)
     logs = s.state_dir / "logs"
     kids = children(s, tasks, logs, classify_workers=classify_workers,
-                    teacher_workers=teacher_workers)
+                    teacher_workers=teacher_workers,
+                    roles=EmbeddedBroker(s, secure=True).secure if secure else None)
     out.print(f"distillery up on {s.kafka_bootstrap}: {', '.join(c.name for c in kids)}; "
               f"logs in {logs}; stop with `distillery down` or Ctrl-C")
     Supervisor(s, kids).run()
@@ -57,6 +62,8 @@ def down(stop_broker: Annotated[bool, typer.Option(help="Also stop the embedded 
     if stop_broker and "kafka_bootstrap" not in s.model_fields_set:
         out.print("embedded Kafka stopped" if EmbeddedBroker(s).stop()
                   else "embedded Kafka was not running")
+    if stop_broker and EmbeddedBroker(s, secure=True).stop():
+        out.print("embedded secure Kafka stopped")
 
 
 def status(json_file: Annotated[Path | None, typer.Option("--json")] = None) -> None:

@@ -220,7 +220,7 @@ def role_grants(settings: Settings, tasks: list[TaskConfig]) -> dict[tuple[str, 
         read["client"] += [t(task.results_topic), t(escalations_topic(task))]
     grants: dict[tuple[str, str], set[Grant]] = {}
     for role in ROLES[1:]:
-        grants[(role, "DESCRIBE")] = {(role, "topic", "prefixed", p or "*")}
+        grants[(role, "DESCRIBE")] = {(role, "topic", "prefixed", p)}
         grants[(role, "READ")] = {(role, "topic", "literal", n) for n in read[role]}
         grants[(role, "WRITE")] = {(role, "topic", "literal", n) for n in write[role]}
         group = (role, "group", "prefixed", p if role == "client" else f"{p}distillery-{role}")
@@ -248,7 +248,7 @@ def grant_roles(admin_settings: Settings, tasks: list[TaskConfig], timeout_s: fl
     acls = []
     for (role, operation), targets in role_grants(admin_settings, tasks).items():
         for _, resource, pattern, name in targets:
-            if name == "*":
+            if pattern == "prefixed" and not name:  # no topic prefix: every name
                 pattern, name = "literal", "*"
             acls.append(ACL(
                 principal=f"User:{role}", host="*", operation=ACLOperation[operation],

@@ -44,3 +44,27 @@ def test_n_teacher_workers_per_task_in_one_group_with_metrics_off(tmp_path: Path
     assert "teacher-tickets" in [c.name for c in children(s, tasks, tmp_path)]
     with pytest.raises(ValueError):
         children(s, tasks, tmp_path, teacher_workers=0)
+
+
+def test_up_secure_starts_each_worker_as_its_own_role(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from workers.runtime.secure import SecureFiles
+
+    roles = SecureFiles(tmp_path / "secure")
+    admin = load_settings(state_dir=tmp_path, kafka_bootstrap="127.0.0.1:9999",
+                          kafka_security_protocol="SASL_SSL",
+                          kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="admin",
+                          kafka_sasl_password=SecretStr("admin-secret"),
+                          kafka_ssl_cafile=tmp_path / "ca.pem")
+    tasks = [get_task(admin, "tickets")]
+    kids = children(admin, tasks, tmp_path / "logs", roles=roles)
+    by_name = {c.name: c for c in kids}
+    for name, role in (("classify", "classify"), ("teacher-tickets", "teacher"),
+                       ("trainer-tickets", "trainer")):
+        env = by_name[name].env
+        assert env["DISTILLERY_CONFIG"] == str(tmp_path / "secure" / f"{role}.toml")
+        assert not any(k.startswith("DISTILLERY_KAFKA_") for k in env), name
+        assert "admin-secret" not in env.values()
+    plain = children(admin, tasks, tmp_path / "logs")
+    assert plain[0].env["DISTILLERY_KAFKA_SASL_PASSWORD"] == "admin-secret"
