@@ -32,6 +32,27 @@ def _against_torch(title: str, ours: Mapping[str, float], torch: Mapping[str, fl
     return table
 
 
+@bench_app.command("redact")
+def bench_redact(
+    n: Annotated[int, typer.Option("--n", min=100, help="Synthetic tickets")] = 5000,
+    pii_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share carrying PII")] = 0.2,
+    repeats: Annotated[int, typer.Option(min=1)] = 3,
+    json_file: JsonOpt = None,
+) -> None:
+    """Decode items/s with every redaction kind on, against decoding alone (same run)."""
+    from workers.bench.redact import run_redact_bench
+
+    with err.status(f"decoding {n} tickets, {repeats} times each way"):
+        figures = run_redact_bench(n, pii_share, repeats)
+    table = Table("decode", "items/s (median)", title=f"redaction, {n} tickets, "
+                  f"{pii_share:.0%} with PII")
+    table.add_row("alone (baseline)", f"{figures['decode_items_per_s']:,.0f}")
+    table.add_row("+ redact all kinds", f"{figures['decode_redact_items_per_s']:,.0f}")
+    out.print(table)
+    out.print(f"ratio {figures['ratio']:.2f}×; {figures['redactions']} redactions a pass")
+    write_json(json_file, figures)
+
+
 @bench_app.command("student")
 def bench_student(
     data: Annotated[Path | None, typer.Option(help="Labelled CSV/JSONL (default: CLINC150 "
