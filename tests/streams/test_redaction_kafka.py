@@ -5,6 +5,7 @@ among them), and the classify worker's /metrics counts what it took out."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from distillery.settings import Settings
+from distillery.tasks import TICKETS
 from schemas.records import Decision, Ticket
 from schemas.serde import decode, encode
 from tests.distillery.pii_corpus import MAKERS
@@ -92,6 +94,9 @@ def test_no_personal_data_leaves_the_classify_worker(kafka_settings: Settings,
                                 for f in ("trainer.log", "teacher.log", "classify.log")]
     assert {d.id for d in decided} == {t.id for t in tickets}
     assert len(llm.bodies) >= N and b"[EMAIL]" in bodies and b"[CARD]" in bodies
+    # structured answers: the label is asked for as an enum of the task's labels
+    schema = json.loads(llm.bodies[0])["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["label"]["enum"] == TICKETS.label_names
 
     topics = _written_topics(kafka_settings)
     assert {"tickets.teacher", "tickets.verdicts", "tickets.routed"} <= set(topics)
