@@ -104,3 +104,29 @@ def wait_until_consuming(settings: Settings, members: int = 1, timeout_s: float 
 
     wait_until_stable(settings, {f"{settings.topic_prefix}distillery-classify": members},
                       timeout_s, check)
+
+
+def wait_for_stored_verdicts(settings: Settings, n: int, task: str = "tickets",
+                             timeout_s: float = 120) -> None:
+    """Until the trainer's store (its SQLite file under the state folder) holds ``n``
+    verdicts of ``task``."""
+    import sqlite3
+
+    path = settings.state_dir / "trainer" / f"{settings.topic_prefix}{task}.sqlite"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file():
+            with sqlite3.connect(path) as db:
+                if db.execute("SELECT count(*) FROM verdicts").fetchone()[0] >= n:
+                    return
+        time.sleep(1.0)
+    raise AssertionError(f"the trainer did not store {n} verdicts in {timeout_s:.0f}s")
+
+
+def start_trainer(env: dict[str, str], log_file: Path, task: str = "tickets"
+                  ) -> subprocess.Popen[bytes]:
+    """``distillery worker trainer --task T`` as a child with this environment."""
+    out = open(log_file, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "trainer",
+                             "--task", task], env=env, cwd=REPO, stdout=out,
+                            stderr=subprocess.STDOUT)

@@ -9,7 +9,6 @@ import json
 import random
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,14 @@ from distillery.tasks import TICKETS
 from schemas.records import Decision, Ticket
 from schemas.serde import decode, encode
 from tests.distillery.pii_corpus import MAKERS
-from tests.streams.kit import REPO, read_all, start_classify, stop, worker_env
+from tests.streams.kit import (
+    read_all,
+    start_classify,
+    start_trainer,
+    stop,
+    wait_for_stored_verdicts,
+    worker_env,
+)
 from tests.streams.teacher_proc import start_teacher
 from workers.runtime.procs import free_port
 from workers.sim.fake_teacher import FakeTeacherServer
@@ -50,13 +56,6 @@ def _forms(secret: str) -> list[str]:
     return [secret, digits] if len(digits) >= 7 else [secret]
 
 
-def _start_trainer(settings: Settings, log_file: Path, env: dict[str, str]
-                   ) -> subprocess.Popen[bytes]:
-    out = open(log_file, "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "trainer",
-                             "--task", "tickets"], env=env, cwd=REPO, stdout=out,
-                            stderr=subprocess.STDOUT)
-
 
 @pytest.mark.kafka
 @pytest.mark.slow
@@ -74,9 +73,8 @@ def test_no_personal_data_leaves_the_classify_worker(kafka_settings: Settings,
         teacher = start_teacher(kafka_settings, tmp_path / "teacher.log",
                                 DISTILLERY_TEACHER_KIND="openai",
                                 DISTILLERY_TEACHER_BASE_URL=llm.base_url, **extra)
-        trainer = _start_trainer(kafka_settings, tmp_path / "trainer.log",
-                                 worker_env(kafka_settings, DISTILLERY_METRICS_PORT="0",
-                                            **extra))
+        trainer = start_trainer(worker_env(kafka_settings, DISTILLERY_METRICS_PORT="0",
+                                           **extra), tmp_path / "trainer.log")
         try:
             producer = KafkaProducer(**kafka_settings.kafka_python_kwargs())
             for ticket in tickets:
@@ -86,7 +84,7 @@ def test_no_personal_data_leaves_the_classify_worker(kafka_settings: Settings,
             producer.close()
             decided = _wait_for_decisions(kafka_settings, N, [classify, teacher, trainer])
             metrics = httpx.get(f"http://127.0.0.1:{web_port}/metrics", timeout=10).text
-            _wait_for_store(kafka_settings, N)
+            wait_for_stored_verdicts(kafka_settings, N)
         finally:
             codes = [stop(p) for p in (trainer, teacher, classify)]
         bodies = b"\n".join(llm.bodies)
@@ -125,19 +123,6 @@ def _wait_for_decisions(settings: Settings, n: int, procs: list[subprocess.Popen
             raise AssertionError(f"{len(decided)} of {n} decided")
         time.sleep(1.0)
 
-
-def _wait_for_store(settings: Settings, n: int, timeout_s: float = 120) -> None:
-    import sqlite3
-
-    path = settings.state_dir / "trainer" / f"{settings.topic_prefix}tickets.sqlite"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.is_file():
-            with sqlite3.connect(path) as db:
-                if db.execute("SELECT count(*) FROM verdicts").fetchone()[0] >= n:
-                    return
-        time.sleep(1.0)
-    raise AssertionError("the trainer did not store every verdict")
 
 
 def _written_topics(settings: Settings) -> list[str]:

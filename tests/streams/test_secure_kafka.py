@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,15 @@ from distillery.settings import Settings, load_settings
 from distillery.tasks import load_tasks
 from schemas.records import Ticket
 from streams.topics import create_topics
-from tests.streams.kit import REPO, read_all, start_classify, stop, worker_env
+from tests.streams.kit import (
+    REPO,
+    read_all,
+    start_classify,
+    start_trainer,
+    stop,
+    wait_for_stored_verdicts,
+    worker_env,
+)
 from tests.streams.teacher_proc import start_teacher
 from workers.runtime.broker import EmbeddedBroker
 from workers.runtime.procs import free_port
@@ -80,12 +87,8 @@ def test_the_loop_runs_with_a_role_each_and_keeps_its_secrets(
         teacher = start_teacher(base, logs["teacher"], **_only_new(env_of(
             "teacher", DISTILLERY_TEACHER_KIND="openai", DISTILLERY_TEACHER_BASE_URL=llm.base_url,
             DISTILLERY_TEACHER_API_KEY=API_KEY)))
-        out = open(logs["trainer"], "ab")  # noqa: SIM115 - the child owns it
-        trainer = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "trainer", "--task", "tickets"],
-            env=env_of("trainer", DISTILLERY_METRICS_PORT="0",
-                       DISTILLERY_REFRESH_FIRST_VERDICTS="20"),
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        trainer = start_trainer(env_of("trainer", DISTILLERY_METRICS_PORT="0",
+                                       DISTILLERY_REFRESH_FIRST_VERDICTS="20"), logs["trainer"])
         try:
             client = _as(secure_broker, base, "client")  # the client library, as "client"
             with Client(client) as library:
@@ -104,7 +107,7 @@ def test_the_loop_runs_with_a_role_each_and_keeps_its_secrets(
                 with pytest.raises(BrokerError, match="refused"):  # no ACL to write there
                     library._send("tickets.verdicts", "x", b"x")
                     library.flush()
-            _wait_for_store(base, N)
+            wait_for_stored_verdicts(base, N)
             cli_env = env_of("admin")
             outputs = {"status": _cli(cli_env, "status"), "topics": _cli(cli_env, "topics", "list")}
             wrong = _cli({**cli_env, "DISTILLERY_KAFKA_SASL_PASSWORD": "not-the-password"},
@@ -168,16 +171,3 @@ def _read_one(settings: Settings, topic: str) -> list[object]:
     finally:
         consumer.close()
 
-
-def _wait_for_store(settings: Settings, n: int, timeout_s: float = 120) -> None:
-    import sqlite3
-
-    path = settings.state_dir / "trainer" / f"{settings.topic_prefix}tickets.sqlite"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.is_file():
-            with sqlite3.connect(path) as db:
-                if db.execute("SELECT count(*) FROM verdicts").fetchone()[0] >= n:
-                    return
-        time.sleep(1.0)
-    raise AssertionError("the trainer did not store every verdict")
