@@ -48,16 +48,30 @@ def inside_registry(settings: Settings, uri: str) -> Path:
     return path
 
 
+def announced_directory(settings: Settings, announcement: ModelAnnouncement) -> Path:
+    """Where an announced version's files are on this host, or ``ModelError``.
+
+    A ``kafka://`` URI is followed only when the model store is ``kafka``, and must name the
+    announcement's own task and version; any other URI must lie inside the registry root."""
+    if not announcement.uri.startswith("kafka://"):
+        return inside_registry(settings, announcement.uri)
+    from streams.modelstore import fetch_version, parse_uri
+
+    if settings.model_store != "kafka":
+        raise ModelError(f"{announcement.uri!r} is on Kafka but DISTILLERY_MODEL_STORE is "
+                         f"{settings.model_store!r}; refused")
+    _, task, version, _, _ = parse_uri(announcement.uri)
+    if (task, version) != (announcement.task, announcement.version):
+        raise ModelError(f"{announcement.uri!r} names {task} {version}, but the announcement "
+                         f"is for {announcement.task} {announcement.version}; refused")
+    return fetch_version(settings, announcement.uri)
+
+
 def default_loader(settings: Settings) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
         from models.runtime import Student
 
-        if announcement.uri.startswith("kafka://"):  # bytes on Kafka: any host can fetch them
-            from streams.modelstore import fetch_version
-
-            directory = fetch_version(settings, announcement.uri)
-        else:
-            directory = inside_registry(settings, announcement.uri)
+        directory = announced_directory(settings, announcement)
         student = Student.load(
             directory,
             expected_sha256=announcement.sha256,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -40,6 +41,10 @@ BLOBS_TOPIC = "models.blobs"
 CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
 FILES = (MODEL_FILE, MANIFEST_FILE)
 REMOTE_DIR = ".remote"
+# the only names a URI may carry: a task's name (as ``distillery.tasks`` allows it) and a
+# version name of the registry's own form (``v0001``); nothing that can walk a path
+TASK_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+VERSION_NAME = re.compile(r"v[0-9]{4,9}")
 T = TypeVar("T")
 
 
@@ -110,21 +115,38 @@ async def _publish(settings: Settings, task: str, version: str, directory: Path)
 
 
 def parse_uri(uri: str) -> tuple[str, str, str, int, int]:
-    """(topic, task, version, partition, offset) of a ``kafka://`` model URI."""
+    """(topic, task, version, partition, offset) of a ``kafka://`` model URI.
+
+    The task must be a task name and the version a registry version name (``v0001``):
+    anything else (``..``, a slash, an empty part) is refused with ``ModelError``."""
     parsed = urlparse(uri)
     parts = parsed.path.strip("/").split("/")
     query = parse_qs(parsed.query)
     if parsed.scheme != "kafka" or len(parts) != 2 or not parsed.netloc:
         raise ModelError(f"not a kafka model uri: {uri!r}")
+    task, version = parts
+    if not TASK_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
+        raise ModelError(f"kafka model uri {uri!r}: {task!r}/{version!r} is not a task name "
+                         "and a version name (v0001); refused")
     try:
-        return (parsed.netloc, parts[0], parts[1], int(query["partition"][0]),
-                int(query["offset"][0]))
+        partition, offset = int(query["partition"][0]), int(query["offset"][0])
     except (KeyError, ValueError) as exc:
         raise ModelError(f"kafka model uri {uri!r} lacks partition/offset") from exc
+    if partition < 0 or offset < 0:
+        raise ModelError(f"kafka model uri {uri!r}: negative partition or offset; refused")
+    return parsed.netloc, task, version, partition, offset
 
 
 def local_copy(settings: Settings, task: str, version: str) -> Path:
-    return settings.registry_root / REMOTE_DIR / task / version
+    """``<registry_root>/.remote/<task>/<version>``; ``ModelError`` for names that are not a
+    task's and a version's, or a path that would resolve outside ``.remote``."""
+    if not TASK_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
+        raise ModelError(f"{task!r}/{version!r} is not a task name and a version name; refused")
+    remote = (settings.registry_root / REMOTE_DIR).resolve()
+    target = (remote / task / version).resolve()
+    if target.parent.parent != remote:
+        raise ModelError(f"{target} is outside {remote}; refused")
+    return target
 
 
 def fetch_version(settings: Settings, uri: str, timeout_s: float = 120.0) -> Path:
@@ -144,7 +166,11 @@ def fetch_version(settings: Settings, uri: str, timeout_s: float = 120.0) -> Pat
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=_mkdir(target.parent)))
     try:
         index = records.pop("index")
-        for name, meta in json.loads(index)["files"].items():
+        parsed = json.loads(index)
+        if parsed.get("task") != task or parsed.get("version") != version:
+            raise ModelError(f"{uri}: the index names {parsed.get('task')!r} "
+                             f"{parsed.get('version')!r}, not {task} {version}; refused")
+        for name, meta in parsed["files"].items():
             if name not in FILES:
                 raise ModelError(f"{uri}: unexpected file {name!r} in the index")
             data = b"".join(records.get(f"{name}/{i:05d}", b"") for i in range(meta["chunks"]))

@@ -19,8 +19,17 @@ from models.featurize import Featurizer, FeaturizerConfig
 from models.network import StudentNet
 from models.registry import Registry
 from models.runtime import Student, sha256_of
-from streams.announce import announce_manifest
-from streams.modelstore import fetch_version, local_copy, parse_uri, publish_version
+from schemas.records import ModelAnnouncement
+from streams.announce import announce_manifest, publish_announcement
+from streams.hotswap import ModelHolder, default_loader
+from streams.modelstore import (
+    BLOBS_TOPIC,
+    blobs_spec,
+    fetch_version,
+    local_copy,
+    parse_uri,
+    publish_version,
+)
 from tests.streams.kit import start_classify, stop
 from workers.runtime.procs import free_port
 
@@ -88,7 +97,8 @@ def test_worker_with_an_empty_registry_serves_a_version_announced_by_uri(
     worker_root = tmp_path / "worker-host-registry"  # empty: the worker is on another host
     log = tmp_path / "worker.log"
     worker = start_classify(kafka_settings, log, DISTILLERY_WEB_PORT=str(port),
-                            DISTILLERY_REGISTRY_ROOT=str(worker_root))
+                            DISTILLERY_REGISTRY_ROOT=str(worker_root),
+                            DISTILLERY_MODEL_STORE="kafka")
     try:
         announce_manifest(publisher, manifest)
         want = f'distillery_model_version_info{{task="tickets",version="{manifest.version}"}} 1.0'
@@ -101,3 +111,99 @@ def test_worker_with_an_empty_registry_serves_a_version_announced_by_uri(
         stop(worker)
     assert (local_copy(kafka_settings.model_copy(update={"registry_root": worker_root}),
                        "tickets", manifest.version) / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("uri", [
+    "kafka://models.blobs/../..?partition=0&offset=3",
+    "kafka://models.blobs/tickets/..?partition=0&offset=3",
+    "kafka://models.blobs/../v0001?partition=0&offset=3",
+    "kafka://models.blobs/tickets/v0001/..?partition=0&offset=3",
+    "kafka://models.blobs/tickets/%2e%2e?partition=0&offset=3",
+    "kafka://models.blobs/tickets/latest?partition=0&offset=3",
+    "kafka://models.blobs/tickets/v0001?partition=-1&offset=3",
+])
+def test_a_uri_names_only_a_task_and_a_version(uri: str) -> None:
+    with pytest.raises(ModelError):
+        parse_uri(uri)
+
+
+def test_local_copy_stays_inside_remote(tmp_path: Path) -> None:
+    settings = Settings(registry_root=tmp_path / "registry")
+    for task, version in [("..", ".."), ("tickets", ".."), ("..", "v0001"), ("a/b", "v0001")]:
+        with pytest.raises(ModelError):
+            local_copy(settings, task, version)
+    assert local_copy(settings, "tickets", "v0001") == (
+        tmp_path / "registry" / ".remote" / "tickets" / "v0001").resolve()
+
+
+def _produce(settings: Settings, topic: str, key: bytes, value: bytes) -> int:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(acks="all", **settings.kafka_python_kwargs())
+    try:
+        return int(producer.send(topic, key=key, value=value, partition=0).get(timeout=30).offset)
+    finally:
+        producer.close()
+
+
+def _traversal_announcement(settings: Settings) -> ModelAnnouncement:
+    """The attack of issue 29: an index record keyed ``../../index`` and an announcement whose
+    URI walks two folders up from ``registry/.remote`` (to the state folder)."""
+    from streams.topics import create_topics
+
+    create_topics(settings, [blobs_spec(settings)])
+    topic = settings.topic(BLOBS_TOPIC)
+    index = {"task": "..", "version": "..", "files": {}, "first_offset": 0, "last_offset": 0}
+    offset = _produce(settings, topic, b"../../index", json.dumps(index).encode())
+    return ModelAnnouncement(task="tickets", version="v0009",
+                             uri=f"kafka://{topic}/../..?partition=0&offset={offset}",
+                             sha256="0" * 64, labels=LABELS, metrics={})
+
+
+@pytest.mark.parametrize("store", ["file", "kafka"])
+def test_traversal_records_touch_nothing_and_are_refused(kafka_settings: Settings,
+                                                         tmp_path: Path, store: str) -> None:
+    state = tmp_path / "state"
+    settings = kafka_settings.model_copy(update={"registry_root": state / "registry",
+                                                 "model_store": store})
+    (state / "registry").mkdir(parents=True)
+    sentinel = state / "teacher-ledger.sqlite"
+    sentinel.write_text("must survive", encoding="utf-8")
+    announcement = _traversal_announcement(settings)
+    holder = ModelHolder("tickets", default_loader(settings), lambda task, version: None)
+    assert holder.offer(announcement) is False
+    assert holder.rejected == 1 and holder.current is None
+    assert sentinel.read_text(encoding="utf-8") == "must survive"
+    assert sorted(p.name for p in state.iterdir()) == ["registry", sentinel.name]
+    # a well-formed URI of another task or version than its announcement: refused too
+    forged = announcement.model_copy(update={
+        "uri": f"kafka://{settings.topic(BLOBS_TOPIC)}/other/v0001?partition=0&offset=0"})
+    assert holder.offer(forged) is False and holder.rejected == 2
+
+
+def test_a_worker_refuses_and_counts_the_traversal_announcement(kafka_settings: Settings,
+                                                                tmp_path: Path) -> None:
+    state = tmp_path / "worker-state"
+    (state / "registry").mkdir(parents=True)
+    sentinel = state / "keep.txt"
+    sentinel.write_text("must survive", encoding="utf-8")
+    settings = kafka_settings.model_copy(update={"registry_root": state / "registry",
+                                                 "model_store": "kafka"})
+    port = free_port()
+    log = tmp_path / "worker.log"
+    worker = start_classify(settings, log, DISTILLERY_WEB_PORT=str(port),
+                            DISTILLERY_STATE_DIR=str(state), DISTILLERY_MODEL_STORE="kafka")
+    try:
+        deadline = time.monotonic() + 120
+        while "distillery_model_rejected_total" not in _metrics(port):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1.0)
+        publish_announcement(settings, _traversal_announcement(settings))
+        want = 'distillery_model_rejected_total{task="tickets"} 1.0'
+        while want not in _metrics(port):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1.0)
+    finally:
+        stop(worker)
+    assert sentinel.read_text(encoding="utf-8") == "must survive"
+    assert (state / "registry").is_dir()
