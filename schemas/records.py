@@ -2,7 +2,11 @@
 
 Validation follows the contracts: ids non-empty, text non-empty after stripping and at most
 ``max_text_chars`` long (pass ``context={"max_text_chars": n}`` to ``model_validate``;
-default ``DEFAULT_MAX_TEXT_CHARS``), timestamps timezone-aware.
+default ``DEFAULT_MAX_TEXT_CHARS``), timestamps timezone-aware. Every field that travels on
+to another topic is bounded, so that no record accepted here can make an output the broker
+refuses: ids and short fields at ``MAX_ID_CHARS``, metadata at ``MAX_METADATA_ENTRIES``
+entries and ``MAX_METADATA_BYTES`` (keys and values, UTF-8). A value over a bound fails with
+"over the cap" in its reason (an ``oversized`` dead letter).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from pydantic import (
 )
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
+MAX_ID_CHARS = 256
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_BYTES = 16_384
 
 DecidedBy = Literal["student", "teacher", "fallback"]
 DecisionReason = Literal[
@@ -54,6 +61,12 @@ def _check_text(value: str, info: ValidationInfo, *, allow_empty: bool = False) 
     return value
 
 
+def _short(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise ValueError(f"is {len(value)} characters, over the cap of {MAX_ID_CHARS}")
+    return value
+
+
 class Record(BaseModel):
     """Base of every record: frozen, strict about unknown fields."""
 
@@ -68,6 +81,24 @@ class Record(BaseModel):
     def _non_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
+        return _short(value)
+
+    @field_validator("channel", "customer_tier", "surface", "model_version", "teacher_id",
+                     "source", "student_label", "tier2_label", "tier2_version",
+                     check_fields=False)
+    @classmethod
+    def _bounded(cls, value: str | None) -> str | None:
+        return _short(value)
+
+    @field_validator("metadata", check_fields=False)
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_METADATA_ENTRIES:
+            raise ValueError(f"metadata has {len(value)} entries, over the cap of "
+                             f"{MAX_METADATA_ENTRIES}")
+        size = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in value.items())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes, over the cap of {MAX_METADATA_BYTES}")
         return value
 
     @field_validator(
@@ -167,6 +198,11 @@ class TeacherRequest(Record):
     tier2_confidence: float | None = None
     tier2_version: str | None = None
 
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _check_text(value, info)
+
 
 class TeacherVerdict(Record):
     avro_name: ClassVar[str] = "teacher_verdict"
@@ -186,6 +222,11 @@ class TeacherVerdict(Record):
     # the request's tier2_version (schema v2): set on the refine worker's audits, so the
     # trainer weighs them as tier-2 audits; None in v1 records
     tier2_version: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return _check_text(value, info, allow_empty=True)
 
 
 class Feedback(Record):

@@ -7,10 +7,10 @@ faust's per-message stream machinery runs once a fetch; each agent takes what up
 ``process_batch`` (plain code: decode, one ``predict_many``, route) and sends what it
 returns, keyed by event id. Nothing raises out of an agent body for bad input. A batch's
 messages are acked only when the broker has acknowledged every one of its outputs: each
-send's future is checked (aiokafka's ``flush`` never raises), a retriable failure (batch
-expiry during an outage, a leader change) re-sends what failed, and a non-retriable one (a
-record too large, a missing ACL) ends the process at once with exit code ``FATAL_EXIT`` and
-nothing acked, for the supervisor to restart it. A ``MessageBatch`` is born acked, so
+send's future is checked (``streams.send``): a retriable failure re-sends what failed, an
+output the broker refuses as too large becomes a dead letter, and any other non-retriable
+one (a missing ACL) ends the process at once with exit code ``FATAL_EXIT`` and nothing
+acked, for the supervisor to restart it. A ``MessageBatch`` is born acked, so
 faust's own ack of the event (which it runs in a ``finally``, even when the body is left by
 a cancellation at SIGTERM) does nothing; only ``ack_batch`` acks its messages. Before faust
 subscribes, the worker waits until its topics are in the cluster's metadata (DESIGN §4).
@@ -18,7 +18,6 @@ subscribes, the worker waits until its topics are in the cluster's metadata (DES
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -38,11 +37,11 @@ from streams.drain import DrainApp, ack_batch
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, default_loader
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, route_batch
+from streams.send import FATAL_EXIT, FatalSendError, Output, send_until_acknowledged
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics_sync
 
 log = logging.getLogger(__name__)
 
-Output = tuple[str, bytes | None, bytes]  # (topic, key, value)
 # A fetch brings at most batch_size events; an agent's batch is what up to this many fetches
 # brought (at most 16 × batch_size events at a backlog). Fetches at a trickle are small (one
 # or two events): taking many at once keeps the agent ahead of them, since each batch waits a
@@ -52,22 +51,6 @@ FETCHES_PER_BATCH = 16
 # two, so this adds little latency (one worker at 1,000 events/s offered, p50 / p99: 14-18 /
 # 27-39 ms; with 20 ms, 33 / 92 ms)
 TAKE_WITHIN_S = 0.002
-FATAL_EXIT = 70  # EX_SOFTWARE: a non-retriable send error; nothing of the batch was acked
-
-
-class FatalSendError(Exception):
-    """A send failed in a way retrying cannot fix; the process must exit without acking."""
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """aiokafka marks its errors ``retriable``; a batch that expired (``KafkaTimeoutError``,
-    not so marked) is retried too: an outage outlived the request timeout. Anything else (a
-    record too large, an authorization error, a bug) is not."""
-    from aiokafka.errors import KafkaTimeoutError
-
-    if isinstance(exc, KafkaTimeoutError | TimeoutError):
-        return True
-    return bool(getattr(exc, "retriable", False))
 
 
 def _exit_now(code: int) -> None:  # pragma: no cover - ends the process
@@ -103,7 +86,7 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
                 redacted.update(decoded.redactions)
         else:
             rt.metrics.dead.labels(task=name, reason=decoded.error_kind).inc()
-            out.append((rt.topics["deadletter"], raw.key, encode(decoded)))
+            out.append(Output(rt.topics["deadletter"], raw.key, encode(decoded), raw, name))
     started = time.perf_counter()
     try:
         routed = route_batch(rt.task, rt.holder.current, items, rt.policy)
@@ -116,10 +99,11 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
         key = r.item.record.id.encode("utf-8")
         if r.decision is not None:
             decided += 1
-            out.append((rt.topics["results"], key, encode_output(rt.task, r.decision)))
+            out.append(Output(rt.topics["results"], key, encode_output(rt.task, r.decision),
+                              r.item.raw, name))
         if r.request is not None:
             deferred[r.request.reason] += 1
-            out.append((rt.topics[r.destination], key, encode(r.request)))
+            out.append(Output(rt.topics[r.destination], key, encode(r.request), r.item.raw, name))
     # counted once a batch: a labelled counter's lookup per event costs more than the event
     if decided:
         rt.metrics.decided.labels(task=name).inc(decided)
@@ -228,7 +212,12 @@ class ClassifyApp:
                 try:
                     outputs = process_batch(rt, [raw_event(m) for m in messages],
                                             s.dead_letter_value_bytes)
-                    await send_until_acknowledged(app.producer, outputs)
+                    too_large = await send_until_acknowledged(
+                        app.producer, outputs, deadletter_topic=rt.topics["deadletter"],
+                        keep_bytes=s.dead_letter_value_bytes)
+                    if too_large:
+                        rt.metrics.dead.labels(task=rt.task.name,
+                                               reason="output_too_large").inc(too_large)
                 except FatalSendError as exc:
                     log.critical("task %s: %s; exiting with code %d, the batch of %d events "
                                  "not acked", rt.task.name, exc, FATAL_EXIT, len(messages))
@@ -264,48 +253,6 @@ class ClassifyApp:
             return web.bytes(self.metrics.render(), content_type="text/plain; version=0.0.4")
 
 
-async def send_until_acknowledged(producer: Any, outputs: list[Output],
-                                  max_delay_s: float = 5.0) -> None:
-    """Send ``outputs`` with a faust/aiokafka producer until each one's future succeeded.
-
-    Bytes are ready: they go to the producer directly (faust's ``Topic.send`` would wrap
-    each in a FutureMessage and callbacks), and the futures it returns are awaited, since a
-    delivery can fail after ``send`` returned (batch expiry, a record too large for the
-    topic, an authorization error) and ``flush`` reports none of that.
-    """
-    pending = outputs
-    delay = 0.2
-    while pending:
-        futures: list[Any] = []
-        error: BaseException | None = None
-        try:
-            for topic, key, value in pending:
-                futures.append(await producer.send(topic, key, value, None, None, None))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # refused before it was queued
-            error = exc
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [out for out, r in zip(pending, results, strict=False)
-                  if isinstance(r, BaseException)]
-        failed += pending[len(futures):]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if error is not None:
-            errors.append(error)
-        for problem in errors:
-            if isinstance(problem, asyncio.CancelledError):
-                raise problem
-            if not is_retriable(problem):
-                raise FatalSendError(f"sending to {failed[0][0]} failed: "
-                                     f"{type(problem).__name__}: {problem}") from problem
-        if failed:
-            log.warning("%d of %d outputs not acknowledged (%s); re-sending them in %.1fs",
-                        len(failed), len(pending), errors[0] if errors else "?", delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-        pending = failed
-
-
 def _first(value: float | None, default: float) -> float:
     return default if value is None else value
 
@@ -325,5 +272,4 @@ def run_worker(settings: Settings, tasks: list[TaskConfig], loglevel: str = "INF
     worker.execute_from_commandline()
 
 
-__all__ = ["ClassifyApp", "FatalSendError", "TaskRuntime", "process_batch", "run_worker",
-           "send_until_acknowledged"]
+__all__ = ["ClassifyApp", "TaskRuntime", "process_batch", "run_worker"]

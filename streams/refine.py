@@ -45,13 +45,19 @@ from distillery.errors import DistilleryError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from models.policy import REASONS, decide
-from schemas.records import Decision, ModelAnnouncement, TeacherRequest
+from schemas.records import DEFAULT_MAX_TEXT_CHARS, Decision, ModelAnnouncement, TeacherRequest
 from schemas.serde import decode, encode
-from streams.app import FATAL_EXIT, FatalSendError, Output, send_until_acknowledged
 from streams.decode import RawEvent, dead_letter, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, inside_registry
 from streams.metrics import RefineMetrics
 from streams.routing import Policy, StudentLike, audit_selected, task_rules
+from streams.send import (
+    FATAL_EXIT,
+    AiokafkaSender,
+    FatalSendError,
+    Output,
+    send_until_acknowledged,
+)
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC, wait_for_topics
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ class RefineRuntime:
     policy: Policy
     topics: dict[str, str] = field(default_factory=dict)  # role -> full topic name
     metrics: RefineMetrics = None  # type: ignore[assignment]  # one per task if not given
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -116,13 +123,17 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
     m.batch_size.observe(len(raws))
     out: list[Output] = []
     requests: list[TeacherRequest] = []
+    origins: list[RawEvent] = []
     for raw in raws:
         try:
-            requests.append(decode(raw.value or b"", TeacherRequest))
-        except DistilleryError as exc:  # not a teacher request: nothing to route
-            m.dead.labels(rt.task.name, "undecodable").inc()
-            out.append((rt.topics["deadletter"], raw.key, encode(dead_letter(
-                rt.task.name, raw, "undecodable", str(exc), keep_bytes))))
+            requests.append(decode(raw.value or b"", TeacherRequest,
+                                   max_text_chars=rt.max_text_chars))
+            origins.append(raw)
+        except DistilleryError as exc:  # not a teacher request (or over a bound): dead letter
+            kind = "oversized" if "over the cap" in str(exc) else "undecodable"
+            m.dead.labels(rt.task.name, kind).inc()
+            out.append(Output(rt.topics["deadletter"], raw.key, encode(dead_letter(
+                rt.task.name, raw, kind, str(exc), keep_bytes)), raw, rt.task.name))
     started = time.perf_counter()
     try:
         routed = tier2_route(rt.task, rt.holder.current, requests, rt.policy)
@@ -134,26 +145,16 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
         m.unscored.labels(rt.task.name, "tier2_failed").inc(len(requests))
         routed = [(None, r) for r in requests]
     m.inference.observe(time.perf_counter() - started)
-    for decision, request in routed:
+    for (decision, request), origin in zip(routed, origins, strict=True):
         key = (decision or request).id.encode("utf-8")  # type: ignore[union-attr]
         if decision is not None:
             m.decided.inc()
-            out.append((rt.topics["results"], key, encode_output(rt.task, decision)))
+            out.append(Output(rt.topics["results"], key, encode_output(rt.task, decision),
+                              origin, rt.task.name))
         if request is not None:
             m.forwarded.labels(rt.task.name, request.reason).inc()
-            out.append((rt.topics["teacher"], key, encode(request)))
+            out.append(Output(rt.topics["teacher"], key, encode(request), origin, rt.task.name))
     return out
-
-
-class _Producer:
-    """aiokafka's producer with the ``send(topic, key, value, ...)`` order that
-    ``streams.app.send_until_acknowledged`` (written for faust's producer) uses."""
-
-    def __init__(self, producer: Any) -> None:
-        self.producer = producer
-
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> Any:
-        return await self.producer.send(topic, value=value, key=key)
 
 
 def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
@@ -193,7 +194,7 @@ class RefineWorker:
             "results": settings.topic(task.results_topic),
             "teacher": settings.topic(task.teacher_topic),
             "deadletter": settings.topic(DEADLETTER_TOPIC),
-        }, metrics)
+        }, metrics, settings.max_text_chars)
         self.follower = AnnouncementFollower(settings, {self.key: holder})
         self._stop = asyncio.Event()
         self.batches = 0
@@ -226,7 +227,7 @@ class RefineWorker:
                      self.rt.topics["source"], self.rt.topics["results"],
                      self.rt.topics["teacher"],
                      self.rt.holder.current.version if self.rt.holder.current else "none yet")
-            await self._loop(consumer, _Producer(producer))
+            await self._loop(consumer, AiokafkaSender(producer))
         finally:
             follow.cancel()
             await asyncio.gather(follow, return_exceptions=True)
@@ -246,7 +247,7 @@ class RefineWorker:
     async def _follow(self) -> None:
         await self.follower.run_forever("tier-2 model follower")
 
-    async def _loop(self, consumer: Any, producer: _Producer) -> None:
+    async def _loop(self, consumer: Any, producer: AiokafkaSender) -> None:
         from aiokafka import TopicPartition
         from aiokafka.errors import CommitFailedError
 
@@ -267,7 +268,11 @@ class RefineWorker:
             outputs = await asyncio.to_thread(refine_batch, self.rt, raws,
                                               s.dead_letter_value_bytes)
             try:
-                await send_until_acknowledged(producer, outputs)
+                too_large = await send_until_acknowledged(
+                    producer, outputs, deadletter_topic=self.rt.topics["deadletter"],
+                    keep_bytes=s.dead_letter_value_bytes)
+                if too_large:
+                    self.rt.metrics.dead.labels(self.task.name, "output_too_large").inc(too_large)
             except FatalSendError as exc:
                 log.critical("refine worker for %s: %s; exiting with code %d, the batch of "
                              "%d not committed", self.task.name, exc, FATAL_EXIT, len(raws))

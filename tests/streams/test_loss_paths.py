@@ -2,9 +2,10 @@
 
 - Workers started before their topics exist wait for them and then get partitions (they
   used to subscribe at once, find no metadata and sit idle for ``metadata_max_age_ms``).
-- A classify output the broker refuses (a record over the topic's ``max.message.bytes``)
-  ends the worker with ``FATAL_EXIT`` and nothing acked (it used to be counted as sent and
-  the input committed: lost).
+- A classify output the broker refuses as too large (a record over the topic's
+  ``max.message.bytes``) becomes a dead letter carrying its input, and the worker goes on
+  (it used to be counted as sent and the input committed: lost; then it ended the worker,
+  which the next one repeated: the group stalled).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from distillery.settings import Settings, load_settings
 from distillery.tasks import TICKETS
 from schemas.records import Decision, TeacherRequest, Ticket
 from schemas.serde import decode, encode
-from streams.app import FATAL_EXIT
 from streams.topics import catalogue, create_topics
 from tests.streams.kit import REPO, read_all, stop, worker_env
 from workers.runtime.status import idle_members
@@ -102,7 +102,7 @@ def test_workers_started_before_their_topics_wait_and_get_partitions(
     assert code == 0, log.read_text()[-3000:]
 
 
-def test_an_output_the_broker_refuses_ends_the_worker_with_nothing_acked(
+def test_an_output_the_broker_refuses_as_too_large_is_a_dead_letter_and_the_group_flows(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     s = _settings(kafka_bootstrap, tmp_path)
@@ -116,27 +116,57 @@ def test_an_output_the_broker_refuses_ends_the_worker_with_nothing_acked(
     good = [(f"g{i}".encode(), encode(Ticket(id=f"g{i}", subject="Help", body=f"order {i}")))
             for i in range(20)]
     big = (b"big", encode(Ticket(id="big", subject="Help", body="lost parcel " * 400)))
-    _send(s, "tickets", [*good, big])
+    after = [(f"a{i}".encode(), encode(Ticket(id=f"a{i}", subject="Help", body=f"parcel {i}")))
+             for i in range(20)]
+    _send(s, "tickets", [*good, big, *after])
     log = tmp_path / "classify.log"
-    from tests.streams.kit import start_classify
+    from tests.streams.kit import collect, start_classify
 
     worker = start_classify(s, log)
     try:
-        code = worker.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        code = None
+        want = {f"g{i}" for i in range(20)} | {f"a{i}" for i in range(20)}
+        seen = collect(s, "tickets.routed", "tickets.teacher", want, want_dead=1)
+        assert worker.poll() is None, log.read_text()[-3000:]
     finally:
-        stop(worker)
-    assert code == FATAL_EXIT, log.read_text()[-3000:]
-    # Nothing of the refused batch was committed: the input's offsets stay below it.
-    admin = KafkaAdminClient(**s.kafka_python_kwargs())
-    committed = admin.list_group_offsets(f"{s.topic_prefix}distillery-classify").get(
-        f"{s.topic_prefix}distillery-classify") or {}
-    admin.close()
+        code = stop(worker)
+    assert code == 0, log.read_text()[-3000:]
+    requested = {r.id for r in seen["requests"]} | {d.id for d in seen["decisions"]}
+    assert want <= requested, "every other event was decided or deferred"
+    [letter] = seen["dead"]
+    assert letter.error_kind == "output_too_large" and letter.source_topic == s.topic("tickets")
     produced = {m.key: (m.partition, m.offset) for m in read_all(s, "tickets")}
-    part, offset = produced[b"big"]
-    done = {tp.partition: getattr(meta, "offset", meta) for tp, meta in committed.items()}
-    assert done.get(part, 0) <= offset, "the refused event's offset was not committed"
+    assert (letter.partition, letter.offset) == produced[b"big"]
+    assert letter.value_size == len(big[1]) and letter.value == big[1][:4096]
+
+
+def test_a_poison_event_with_a_huge_id_is_dead_lettered_and_the_group_keeps_deciding(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Issue 29, item 2: a ~500 KB id fits the broker's limit as input, but its decision
+    carries it twice; it used to end every worker the partition moved to (exit 70)."""
+    s = _settings(kafka_bootstrap, tmp_path)
+    create_topics(s, catalogue(s))
+    poison = Ticket.model_construct(id="p" * 500_000, created_at=Ticket(id="x", body="b")
+                                    .created_at, subject="Help", body="my parcel is late",
+                                    channel=None, customer_tier=None, metadata={})
+    good = [(f"g{i}".encode(), encode(Ticket(id=f"g{i}", subject="Help", body=f"order {i}")))
+            for i in range(30)]
+    _send(s, "tickets", [*good[:15], (b"poison", encode(poison)), *good[15:]])
+    log = tmp_path / "classify.log"
+    from tests.streams.kit import collect, start_classify
+
+    worker = start_classify(s, log)
+    try:
+        want = {f"g{i}" for i in range(30)}
+        seen = collect(s, "tickets.routed", "tickets.teacher", want, want_dead=1)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        code = stop(worker)
+    assert code == 0, log.read_text()[-3000:]
+    assert want <= {r.id for r in seen["requests"]} | {d.id for d in seen["decisions"]}
+    [letter] = seen["dead"]
+    assert letter.error_kind == "oversized" and "over the cap" in letter.message
+    assert letter.key == b"poison" and letter.value_size > 500_000
 
 
 def test_produce_counts_only_what_the_broker_acknowledged(

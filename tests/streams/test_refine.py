@@ -75,7 +75,7 @@ def test_tier2_decides_what_it_accepts_and_forwards_the_rest_with_both_scores() 
     out = refine_batch(rt, [raw(request("a", "sure")), raw(request("b", "unsure")),
                             raw(request("c", "alarming")), raw(b"garbage", 3)])
     by_topic: dict[str, list[bytes]] = {}
-    for topic, _, value in out:
+    for topic, _, value, *_ in out:
         by_topic.setdefault(topic, []).append(value)
     (decided,) = [decode(v, Decision) for v in by_topic["r"]]
     assert (decided.id, decided.label, decided.decided_by, decided.model_version) == (
@@ -99,9 +99,9 @@ def test_tier2_decides_what_it_accepts_and_forwards_the_rest_with_both_scores() 
 def test_audits_of_tier2_decisions_carry_both_tiers() -> None:
     tier = FixedTier("embed-v0001", {"sure": one_hot("ok", 0.95)})
     out = refine_batch(runtime(tier, audit_rate=1.0), [raw(request("a", "sure"))])
-    topics = sorted(topic for topic, _, _ in out)
+    topics = sorted(o.topic for o in out)
     assert topics == ["r", "t"]
-    audit = decode(next(v for t, _, v in out if t == "t"), TeacherRequest)
+    audit = decode(next(o.value for o in out if o.topic == "t"), TeacherRequest)
     assert audit.reason == "audit" and audit.tier2_label == "ok"
 
 
@@ -110,8 +110,8 @@ def test_without_tier2_or_when_it_fails_the_batch_goes_on_to_the_teacher() -> No
     for cause, rt in (("no_model", runtime(None)),
                       ("tier2_failed", runtime(FixedTier("embed-v1", {}, fail=True)))):
         out = refine_batch(rt, [raw(r, i) for i, r in enumerate(reqs)])
-        assert [t for t, _, _ in out] == ["t", "t"]
-        assert [decode(v, TeacherRequest) for _, _, v in out] == reqs
+        assert [o.topic for o in out] == ["t", "t"]
+        assert [decode(o.value, TeacherRequest) for o in out] == reqs
         assert rt.metrics.value("distillery_refine_unscored_total", cause=cause) == 2
         assert rt.metrics.value("distillery_refine_forwarded_total",
                                 reason="low_confidence") == 2
@@ -143,3 +143,14 @@ def test_a_teacher_request_written_with_schema_v1_still_decodes() -> None:
         "reason": "low_confidence", "requested_at": datetime.now(UTC)})
     got = decode(buffer.getvalue(), TeacherRequest)
     assert got.id == "old-1" and got.tier2_label is None and got.tier2_version is None
+
+
+def test_a_request_over_a_bound_is_an_oversized_dead_letter_not_forwarded() -> None:
+    rt = runtime(FixedTier("embed-v1", {"sure": one_hot("ok", 0.95)}))
+    big = request("big", "sure").model_dump()
+    big["metadata"] = {"blob": "x" * 600_000}
+    value = encode(TeacherRequest.model_construct(**big))  # as any producer could write it
+    out = refine_batch(rt, [raw(value, 7), raw(request("a", "sure"), 8)])
+    assert sorted(o.topic for o in out) == ["d", "r"]
+    assert rt.metrics.value("distillery_refine_dead_lettered_total", reason="oversized") == 1
+

@@ -38,6 +38,7 @@ from streams.decode import RawEvent
 from streams.hotswap import ModelHolder
 from streams.metrics import ClassifyMetrics
 from streams.routing import Policy, StudentLike
+from streams.send import Output
 from streams.topics import DEADLETTER_TOPIC, create_topics
 from workers.runtime.procs import free_port
 
@@ -120,7 +121,7 @@ def _rate(stamps: dict[bytes, float], since_ms: float | None = None) -> float:
 
 
 async def _loop(settings: Settings, source: str, sink: str, group: str, n: int,
-                handle: Callable[[list[Any]], list[tuple[str, bytes | None, bytes]]]) -> None:
+                handle: Callable[[list[Any]], list[Output]]) -> None:
     """A plain aiokafka consume→handle→produce loop over ``n`` events."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -134,8 +135,8 @@ async def _loop(settings: Settings, source: str, sink: str, group: str, n: int,
         while done < n:
             batch = await consumer.getmany(timeout_ms=200, max_records=settings.batch_size)
             for messages in batch.values():
-                for topic, key, value in handle(messages):
-                    await producer.send(topic or sink, key=key, value=value)
+                for out in handle(messages):
+                    await producer.send(out.topic or sink, key=out.key, value=out.value)
                 done += len(messages)
             await producer.flush()
             if batch:
@@ -265,7 +266,7 @@ async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, re
 
     progress(f"repeat {repeat + 1}: raw passthrough")
     await _loop(s, s.topic(task.input_topic), s.topic("bench.passthrough"), "pass", n,
-                lambda ms: [("", m.key, m.value) for m in ms])
+                lambda ms: [Output("", m.key, m.value) for m in ms])
     passthrough = _rate(await _collect(s, [s.topic("bench.passthrough")], n, 120, _key_of))
 
     progress(f"repeat {repeat + 1}: plain aiokafka loop with process_batch")

@@ -30,8 +30,19 @@ def alive(pid: int | None) -> bool:
         return True
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it; another may take it later)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now (the OS picks it; another may take it later).
+
+    Never one this process handed out before: two children started a moment apart would
+    otherwise be given the same port before either had bound it."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise OSError("no free TCP port that was not handed out already")

@@ -33,8 +33,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.structs import RecordMetadata
+from aiokafka.errors import KafkaError
 
 from distillery.errors import BrokerError, DistilleryError, SerializationError
 from distillery.settings import Settings
@@ -42,6 +41,7 @@ from distillery.tasks import TaskConfig
 from schemas.records import Escalation, TeacherRequest
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter
+from streams.send import TOO_LARGE, AiokafkaSender, Output, send_until_acknowledged
 from streams.topics import (
     DEADLETTER_TOPIC,
     escalations_topic,
@@ -290,7 +290,8 @@ class TeacherWorker:
         try:
             request = decode(raw, TeacherRequest, max_text_chars=self.settings.max_text_chars)
         except DistilleryError as exc:
-            kind = "undecodable" if isinstance(exc, SerializationError) else "invalid_record"
+            kind = ("undecodable" if isinstance(exc, SerializationError)
+                    else "oversized" if "over the cap" in str(exc) else "invalid_record")
             await self._dead_letter(message, kind, str(exc))
             return
         if request.task != self.task.name:
@@ -362,7 +363,8 @@ class TeacherWorker:
                 student_confidence=request.student_confidence, request_reason=request.reason,
                 kind=outcome.error_kind, message=outcome.message[:2000],
                 teacher_id=self.teacher.teacher_id)
-            await self._send_all([(escalations_topic(self.task), key, encode(record))])
+            await self._send_all([(escalations_topic(self.task), key, encode(record))],
+                                 origin=message)
             return
         decision, verdict = records_for(request, outcome, self.task)
         sends: list[tuple[str, bytes | None, bytes]] = []
@@ -371,7 +373,7 @@ class TeacherWorker:
                           encode(decision, self.task.output_format)))
         if verdict is not None:
             sends.append((self.task.verdicts_topic, key, encode(verdict)))
-        await self._send_all(sends)
+        await self._send_all(sends, origin=message)
 
     async def _dead_letter(self, message: Message, kind: str, reason: str) -> None:
         log.warning("dead letter from %s[%s]@%s: %s: %s", message.topic, message.partition,
@@ -381,40 +383,30 @@ class TeacherWorker:
                        message.value)
         record = dead_letter(self.task.name, raw, kind, reason,
                              self.settings.dead_letter_value_bytes)
-        await self._send_all([(DEADLETTER_TOPIC, message.key, encode(record))])
+        await self._send_all([(DEADLETTER_TOPIC, message.key, encode(record))], origin=message)
 
     async def _send_all(self, outputs: list[tuple[str, bytes | None, bytes]], *,
-                        partition: int | None = None, raw_topic: bool = False) -> None:
+                        partition: int | None = None, raw_topic: bool = False,
+                        origin: Message | None = None) -> None:
         """Send and wait for the broker's acknowledgement of each output (to ``partition``
         if given; ``raw_topic``: the topic names are full names, prefix included).
 
-        A retriable failure (an expired batch during an outage, a leader change) re-sends
-        what failed with backoff; anything else raises (the worker stops with the error and
-        the request's offset is not committed).
+        ``streams.send``: a retriable failure is re-sent with backoff; an output answering
+        ``origin`` that the broker refuses as too large becomes a dead letter; anything else
+        raises ``FatalSendError`` (the worker stops and the request's offset is not
+        committed).
         """
         assert self._producer is not None
-        pending, delay = outputs, 0.2
-        while pending:
-            futures: list[asyncio.Future[RecordMetadata]] = []
-            for topic, key, value in pending:
-                name = topic if raw_topic else self.settings.topic(topic)
-                futures.append(await self._producer.send(name, value=value, key=key,
-                                                         partition=partition))
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = []
-            for out, result in zip(pending, results, strict=True):
-                if not isinstance(result, BaseException):
-                    continue
-                if not (isinstance(result, KafkaTimeoutError)
-                        or getattr(result, "retriable", False)):
-                    raise result
-                failed.append(out)
-            if failed:
-                log.warning("teacher worker for %s: %d sends not acknowledged; re-sending in "
-                            "%.1fs", self.task.name, len(failed), delay)
-                await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
-            pending = failed
+        raw = None if origin is None else RawEvent(origin.topic, origin.partition,
+                                                   origin.offset, origin.key, origin.value)
+        sends = [Output(topic if raw_topic else self.settings.topic(topic), key, value, raw,
+                        self.task.name) for topic, key, value in outputs]
+        too_large = await send_until_acknowledged(
+            AiokafkaSender(self._producer), sends, partition=partition,
+            deadletter_topic=None if origin is None else self.settings.topic(DEADLETTER_TOPIC),
+            keep_bytes=self.settings.dead_letter_value_bytes)
+        if too_large:
+            self.metrics.dead_letters.labels(self.task.name, TOO_LARGE).inc(too_large)
 
 
 def redact_request(request: TeacherRequest, task: TaskConfig) -> TeacherRequest:
