@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # it cut teacher calls but the catch rate fell (README "The second tier")
     cascade_floors_onward: bool = False
     calibration_z: float = Field(1.0, ge=0.0)  # Wilson bounds on accuracy and catch rate
+    # thresholds chosen on one half of the held-out items are judged on the other (both ways
+    # round), and the target is raised until that out-of-sample accuracy meets it
+    calibration_cross_fit: bool = False
     min_calibration: int = Field(50, ge=1)  # held-out verdicts wanted per refresh
     gate_tolerance: float = Field(0.01, ge=0.0)
     critical_escape_tolerance: float = Field(0.02, ge=0.0)

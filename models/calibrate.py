@@ -199,6 +199,43 @@ def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, tar
     return out
 
 
+def cross_fitted(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, target: float,
+                 z: float, min_support: int, seed: int = 0) -> tuple[float, float, float]:
+    """What ``choose_thresholds`` at ``target`` really delivers, out of sample: thresholds
+    chosen on one half of the held-out items decide the other half, both ways round.
+    Returns the decided part's (correct weight, weight, squared weight) over both halves."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    halves = (order[0::2], order[1::2])
+    correct = total = squares = 0.0
+    for fit, check in (halves, halves[::-1]):
+        if len(fit) == 0 or len(check) == 0:
+            continue
+        thresholds = choose_thresholds(probs[fit], y[fit], weights[fit], target, z,
+                                       min_support)
+        p = probs[check]
+        pred = p.argmax(axis=1)
+        taken = p[np.arange(len(check)), pred] >= thresholds[pred]
+        w = weights[check][taken]
+        correct += float(w[pred[taken] == y[check][taken]].sum())
+        total += float(w.sum())
+        squares += float((w * w).sum())
+    return correct, total, squares
+
+
+def certified_target(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, target: float,
+                     z: float, min_support: int) -> float | None:
+    """The least internal target, from ``target`` up, whose thresholds deliver ``target``
+    out of sample (``cross_fitted``'s accuracy at or above it): choosing thresholds on the
+    same items they are judged on flatters them. None when no internal target does."""
+    for internal in np.arange(target, 0.9951, 0.005):
+        correct, total, _ = cross_fitted(probs, y, weights, float(internal), z, min_support)
+        if total <= 0:
+            return None
+        if correct / total >= target:
+            return float(internal)
+    return None
+
+
 def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
                   base: DecisionPolicy, critical: Sequence[str], target: float, z: float,
                   conservative_floor: float, earlier: EarlierStages = NOTHING
@@ -250,7 +287,7 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
                      accuracy_target: float, catch_target: float, z: float, min_support: int,
                      conservative_floor: float, sample: CalibrationSample,
                      curve_targets: Sequence[float] = CURVE_TARGETS,
-                     earlier: EarlierStages = NOTHING) -> Calibration:
+                     earlier: EarlierStages = NOTHING, certify: bool = False) -> Calibration:
     """Temperature, thresholds, floors and the curve, on the held-out items (see above).
 
     ``earlier``: what the cascade's earlier stages decide of the same held-out set (these
@@ -265,7 +302,12 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
     def thresholds_for(target: float) -> np.ndarray:
         return choose_thresholds(probs, y, w, target, z, min_support, earlier)
 
-    base = DecisionPolicy(names, tuple(thresholds_for(accuracy_target)))
+    chosen = accuracy_target
+    if certify and len(y):
+        internal = certified_target(probs, y, w, accuracy_target, z, min_support)
+        chosen = internal if internal is not None else 1.0  # 1.0: accept nothing uncertain
+    base = DecisionPolicy(names, tuple(thresholds_for(chosen) if chosen < 1.0
+                                       else np.full(len(names), NEVER)))
     # a critical miss costs more than a wrong routine decision: at least a 95% one-sided bound
     floors, basis = choose_floors(probs, y, w, base, crit, catch_target, max(z, CATCH_Z),
                                   conservative_floor, earlier)

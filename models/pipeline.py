@@ -177,7 +177,8 @@ def train_version(
         catch_target=settings.critical_catch_target, z=settings.calibration_z,
         min_support=settings.min_class_support,
         conservative_floor=settings.critical_floor_conservative,
-        sample=sample or unweighted_sample(holdout_labels, critical))
+        sample=sample or unweighted_sample(holdout_labels, critical),
+        certify=settings.calibration_cross_fit)
     # float16 embedding table where parity holds (half the file), else float32
     model, parity, weights_type = export_checked(trained.net, cal.temperature, featurizer,
                                                  holdout_texts[:256])
@@ -238,6 +239,19 @@ def _meets(m: SystemMetrics, settings: Settings) -> list[str]:
     return problems
 
 
+def evidently_under(m: SystemMetrics | None, settings: Settings) -> bool:
+    """The decided part is under the accuracy target beyond doubt: even the Wilson *upper*
+    bound (``calibration_z``) of its accuracy on these held-out items is below the target."""
+    if m is None or m.decided_accuracy is None or m.decided_effective_n <= 0:
+        return False
+    from models.calibrate import wilson_lower
+
+    n = m.decided_effective_n
+    upper = 1.0 - float(wilson_lower((1.0 - m.decided_accuracy) * n, n,
+                                     settings.calibration_z))
+    return upper < settings.accuracy_target
+
+
 def serving_system(result: TrainResult, serving: Manifest | Student, settings: Settings,
                    critical: Sequence[str]) -> tuple[str, SystemMetrics]:
     """The serving version's system figures on the candidate's held-out items."""
@@ -275,6 +289,11 @@ def gate(result: TrainResult, serving: Manifest | Student | None, settings: Sett
     # escape rates may never rise; below a target, a version must be no worse than serving
     blocking = escapes + (accuracy if problems else [])
     if new.coverage <= 0.0:
+        if not escapes and evidently_under(old, settings):
+            return GateDecision(True, f"withdraws serving {version}: its decided accuracy "
+                                f"{_fmt(old.decided_accuracy)} on {old.n} held-out items is "
+                                f"under the target {settings.accuracy_target}; this version "
+                                "decides nothing until the evidence allows", old)
         blocking.append(f"decides nothing at accuracy target {settings.accuracy_target}")
     if blocking:
         return GateDecision(False, f"against serving {version}: " + "; ".join(blocking), old)

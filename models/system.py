@@ -38,13 +38,14 @@ class SystemMetrics:
     catch_rate: dict[str, float | None]
     escape_rate: dict[str, float | None]
     critical_support: dict[str, float]  # weighted count of each critical label's items
+    decided_effective_n: float = 0.0  # the effective sample size of the decided part
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SystemMetrics:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def system_metrics(
@@ -100,4 +101,5 @@ def system_metrics(
         system_accuracy=float(w[final_right].sum()) / total if total else 0.0,
         teacher_call_fraction=float(w[c].sum()) / total if total else 0.0,
         catch_rate=catch, escape_rate=escape, critical_support=support,
+        decided_effective_n=dw * dw / float((w[d] ** 2).sum()) if dw > 0 else 0.0,
     )

@@ -90,7 +90,7 @@ def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
             catch_target=settings.critical_catch_target, z=settings.calibration_z,
             min_support=settings.min_class_support,
             conservative_floor=settings.critical_floor_conservative, sample=hold_sample,
-            earlier=earlier)
+            earlier=earlier, certify=settings.calibration_cross_fit)
 
     chosen, cal, radii = _choose_memory(memory, calibrated)
     model = export_head(head, cal.temperature, chosen)

@@ -34,7 +34,7 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from models.calibrate import NOTHING
 from models.embed.cascade import CascadeRoute, earlier_part, route_cascade
-from models.pipeline import _meets, _regressions
+from models.pipeline import _meets, _regressions, evidently_under
 from models.policy import CalibrationSample, DecisionPolicy, decide, policy_from_manifest
 from models.registry import Manifest, Registry
 from models.system import SystemMetrics, system_metrics
@@ -155,13 +155,19 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
     tier1 = _metrics(alone, truth, labels, critical, w)
     serving = _serving_tier2(registry, key, labels, settings)
     old: SystemMetrics | None = None
+    old_stage: SystemMetrics | None = None  # the serving tier 2's own decided part
     if serving is not None:
         old_probs = np.zeros_like(probs1)
         old_probs[fwd_rows] = _head_probs(serving[1], hold_x)
-        old = _metrics(route_cascade(probs1, policy1, old_probs, serving[2], onward), truth,
-                       labels, critical, w)
+        old_route = route_cascade(probs1, policy1, old_probs, serving[2], onward)
+        old = _metrics(old_route, truth, labels, critical, w)
+        mine = old_route.tier == 2
+        old_stage = system_metrics([truth[i] for i in np.flatnonzero(mine)],
+                                   np.ones(int(mine.sum()), dtype=bool),
+                                   [labels[int(i)] for i in old_route.label_ids[mine]],
+                                   weights=w[mine].tolist())
     passed, reason = _gate(route, cascade, tier1, old, serving[0].version if serving else None,
-                           settings)
+                           settings, old_stage)
     manifest = publish_tier2(registry, task.name, result, promote=passed, gate={
         "passed": passed, "reason": reason, "against": serving[0].version if serving else None,
         "tier1_version": student1.version, "cascade_system": cascade.as_dict(),
@@ -182,10 +188,17 @@ def refresh_tier2(settings: Settings, task: TaskConfig, train_rows: list[tuple[s
 
 def _gate(route: CascadeRoute, cascade: SystemMetrics, tier1: SystemMetrics,
           old: SystemMetrics | None, old_version: str | None,
-          settings: Settings) -> tuple[bool, str]:
+          settings: Settings, old_stage: SystemMetrics | None = None) -> tuple[bool, str]:
     """May this tier-2 version serve? (the module docstring's rules)."""
     n_tier2 = int((route.tier == 2).sum())
     if n_tier2 == 0:
+        if evidently_under(old_stage, settings) and not _regressions(cascade, tier1,
+                                                                     settings)[0]:
+            measured = _fmt(old_stage.decided_accuracy if old_stage else None)
+            return True, (f"withdraws serving {old_version}: behind this tier 1 its decided "
+                          f"accuracy would be {measured}, under the target "
+                          f"{settings.accuracy_target}; tier 2 decides nothing until the "
+                          "evidence allows")
         return False, ("decides none of the held-out items tier 1 forwards at accuracy "
                        f"target {settings.accuracy_target}")
     blocking = [f"{e} (over tier 1 alone)" for e in _regressions(cascade, tier1, settings)[0]]
