@@ -44,6 +44,9 @@ SchemaName = Literal["ticket", "moderation", "text"]
 InputFormat = Literal["auto", "avro", "json"]  # what the classify worker accepts
 OutputFormat = Literal["avro", "json"]  # how decisions are written on the results topic
 Tier = Literal["ngram", "embed"]  # the student tiers a task can run, in cascade order
+# every task's tiers and the backtest's unless told otherwise: the cascade (docs: the
+# decision record "The cascade by default")
+DEFAULT_TIERS: tuple[Tier, ...] = ("ngram", "embed")
 
 _TEXT_FIELDS: dict[str, list[str]] = {
     "ticket": ["subject", "body"],
@@ -84,10 +87,7 @@ class TaskConfig(BaseModel):
     policy: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
     input_format: InputFormat = "auto"
     output_format: OutputFormat = "avro"
-    # default tier 1 alone: on the synthetic moderation and tickets streams the cascade
-    # equals tier 1 (it leaves tier 2 under 5% of the stream and no tier-2 version decides
-    # any; README "The second tier"); a task opts in with tiers = ["ngram", "embed"]
-    tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["ngram"]))
+    tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
     # personal data replaced by placeholders before the text leaves the classify worker;
     # off by default: the built-in tasks' synthetic streams carry none
     redact: list[RedactKind] = Field(default_factory=list)

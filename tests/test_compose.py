@@ -1,7 +1,7 @@
 """docker-compose.yml's cascade wiring holds together (no Docker engine here, so it is read,
-not run): each refine service's task runs the cascade under the tasks file it is given,
-it finds tier 2's encoder where that task's trainer (the image with torch) exports it and
-the heads where the trainer publishes them, and plain ``docker compose up`` starts none.
+not run): plain ``docker compose up`` runs the cascade for every built-in task, each with a
+refine service that finds tier 2's encoder where that task's trainer (the image with torch)
+exports it and the heads where the trainer publishes them; ``deploy/tier1.toml`` turns it off.
 """
 
 from __future__ import annotations
@@ -65,13 +65,21 @@ def test_refine_services_are_wired_to_their_trainer() -> None:
         # the tier-2 heads: the registry the trainer publishes into
         root = env["DISTILLERY_REGISTRY_ROOT"]
         assert mounts(service)[root] == mounts(trainer)[root], name
-        # started only with its profile, and under the tasks file that profile goes with
-        assert service.get("profiles"), f"{name} would start on a plain `docker compose up`"
-        cascade_file = re.search(r"TASKS_TOML=(\S+)", (REPO / "docker-compose.yml").read_text(
-            encoding="utf-8")).group(1)  # type: ignore[union-attr]
+        # started by a plain `docker compose up`, whose tasks run the cascade in every member
+        assert not service.get("profiles"), f"{name} would not start on `docker compose up`"
         for member in (service, trainer, SERVICES["classify"], SERVICES["topics"]):
-            seen = tasks_seen_by(member, {"TASKS_TOML": cascade_file})
-            assert seen[task].cascade, (name, cascade_file)
+            assert tasks_seen_by(member, {})[task].cascade, name
+    from distillery.tasks import BUILTIN_TASKS
+
+    assert {task_of(s) for s in refine.values()} == set(BUILTIN_TASKS)
+
+
+def test_tier1_toml_turns_the_cascade_off_in_every_container() -> None:
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "TASKS_TOML=tier1.toml" in text and "--scale refine-tickets=0" in text
+    for member in (SERVICES["classify"], SERVICES["topics"], SERVICES["trainer-tickets"]):
+        seen = tasks_seen_by(member, {"TASKS_TOML": "tier1.toml"})
+        assert not any(t.cascade for t in seen.values())
 
 
 def test_the_default_tasks_file_keeps_the_built_in_tiers() -> None:

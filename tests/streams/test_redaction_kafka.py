@@ -62,8 +62,8 @@ def _forms(secret: str) -> list[str]:
 def test_no_personal_data_leaves_the_classify_worker(kafka_settings: Settings,
                                                      tmp_path: Path) -> None:
     tasks_file = tmp_path / "tasks.toml"
-    tasks_file.write_text('[tasks.tickets]\nredact = ["email", "phone", "card"]\n',
-                          encoding="utf-8")
+    tasks_file.write_text('[tasks.tickets]\nredact = ["email", "phone", "card"]\n'
+                          'tiers = ["ngram"]\n', encoding="utf-8")  # no refine worker here
     tickets, secrets = _tickets()
     web_port = free_port()
     extra = {"DISTILLERY_TASKS_FILE": str(tasks_file), "DISTILLERY_REFRESH_FIRST_VERDICTS": "20"}

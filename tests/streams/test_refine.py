@@ -21,6 +21,7 @@ from streams.refine import RefineRuntime, refine_batch
 from streams.routing import Policy, route_batch
 
 CASCADE = MODERATION.model_copy(update={"tiers": ["ngram", "embed"]})
+TIER1_ALONE = MODERATION.model_copy(update={"tiers": ["ngram"]})
 LABELS = MODERATION.label_names  # ok, spam, ..., self_harm, violent_threat
 
 
@@ -125,7 +126,7 @@ def test_tier1_sends_low_confidence_to_refine_only_in_a_cascade_task() -> None:
              for i, t in enumerate(["sure", "unsure", "alarming"])]
     policy = Policy(0.0, 0.2)
     cascade = route_batch(CASCADE, tier1, items, policy)
-    alone = route_batch(MODERATION, tier1, items, policy)
+    alone = route_batch(TIER1_ALONE, tier1, items, policy)
     assert [r.destination for r in cascade] == ["teacher", "refine", "teacher"]
     assert [r.request.reason for r in cascade[1:]] == ["low_confidence", "critical"]  # type: ignore[union-attr]
     assert [r.destination for r in alone] == ["teacher"] * 3

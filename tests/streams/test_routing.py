@@ -39,7 +39,8 @@ def _tasks_file(tmp_path: Path) -> Path:
         f'{{ name = "{n}", critical = {"true" if n in CRITICAL else "false"} }}' for n in INTENTS
     )
     path = tmp_path / "tasks.toml"
-    path.write_text(f'[tasks.intents]\nschema = "text"\nlabels = [{labels}]\n', encoding="utf-8")
+    path.write_text(f'[tasks.intents]\nschema = "text"\ntiers = ["ngram"]\nlabels = [{labels}]\n',
+                    encoding="utf-8")  # tier 1 alone: the worker under test, no refine worker
     return path
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from distillery.errors import ConfigError
 from distillery.settings import Settings
-from distillery.tasks import get_task
+from distillery.tasks import DEFAULT_TIERS, get_task
 from workers.cli.common import cli_settings, err, out, write_json
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def backtest(
     volume_per_day: Annotated[float | None, typer.Option(min=0.0, help="Items a day (default: the history's size)")] = None,
     teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0, help="Default: estimated from the token prices")] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
-    tiers: Annotated[str, typer.Option(help="Student tiers, comma-separated: ngram,embed (default: the cascade; with --via-kafka a refine worker runs tier 2) or ngram (tier 1 alone)")] = "ngram,embed",
+    tiers: Annotated[str | None, typer.Option(help="Student tiers, comma-separated: ngram,embed (the cascade; with --via-kafka a refine worker runs tier 2) or ngram (tier 1 alone); default: the tasks' default")] = None,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
     sweep: Annotated[str | None, typer.Option(help="Accuracy targets, comma-separated: one run per target (with ngram,embed: tier 1 alone too, and the two compared at the same accuracy)")] = None,
 ) -> None:
@@ -104,7 +104,8 @@ def backtest(
                      accuracy_target=accuracy_target, calibration_z=calibration_z)
     history = load_history(data, text_col, id_col, teacher_col, gold_col)
     boot = read_pairs(bootstrap) if bootstrap else []
-    tier_list = [t.strip() for t in tiers.split(",") if t.strip()]
+    tier_list: list[str] = ([t.strip() for t in tiers.split(",") if t.strip()]
+                            if tiers is not None else list(DEFAULT_TIERS))
     if tier_list not in (["ngram"], ["ngram", "embed"]):
         raise ConfigError(f"--tiers must be ngram or ngram,embed, got {tiers!r}")
     cfg = BacktestConfig(retrain_every=retrain_every, tiers=tier_list,

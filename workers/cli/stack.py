@@ -30,6 +30,10 @@ def up(
         help="Teacher workers per task, in one group (one budget and verdict memory: "
              "<task>.teacher.ledger)",
     )] = 1,
+    refine_workers: Annotated[int, typer.Option(
+        "--refine-workers", min=1,
+        help="Refine workers (tier 2 of the cascade) per task that runs it, in one group",
+    )] = 1,
     secure: Annotated[bool, typer.Option(
         "--secure", help="On the embedded SASL_SSL broker with ACLs (`broker start --secure`), "
         "each worker as its own role")] = False,
@@ -44,7 +48,7 @@ def up(
     s, _ = prepare(s, tasks, secure)
     logs = s.state_dir / "logs"
     kids = children(s, tasks, logs, classify_workers=classify_workers,
-                    teacher_workers=teacher_workers,
+                    teacher_workers=teacher_workers, refine_workers=refine_workers,
                     roles=EmbeddedBroker(s, secure=True).secure if secure else None)
     out.print(f"distillery up on {s.kafka_bootstrap}: {', '.join(c.name for c in kids)}; "
               f"logs in {logs}; stop with `distillery down` or Ctrl-C")

@@ -25,7 +25,7 @@ import numpy as np
 
 from distillery.errors import ConfigError
 from distillery.settings import Settings
-from distillery.tasks import LabelSpec, TaskConfig
+from distillery.tasks import DEFAULT_TIERS, LabelSpec, TaskConfig
 from models.data import read_rows
 from models.policy import DecisionPolicy
 from models.registry import Registry
@@ -58,7 +58,7 @@ class BacktestConfig:
     volume_per_day: float | None = None  # None: the history's size
     teacher_cost_per_call: float | None = None  # None: estimated from the token prices
     seed: int = 0
-    tiers: list[str] = field(default_factory=lambda: ["ngram"])  # ["ngram", "embed"]: cascade
+    tiers: list[str] = field(default_factory=lambda: list(DEFAULT_TIERS))
 
 
 def _column(rows: list[dict[str, str]], name: str, path: Path) -> None:
@@ -92,7 +92,7 @@ def backtest_task(history: list[HistoryRow], bootstrap: list[tuple[str, str]],
     unknown = [c for c in critical if c not in names]
     if unknown:
         raise ConfigError(f"--critical names labels not in the history: {', '.join(unknown)}")
-    return TaskConfig(name="backtest", schema="text", tiers=tiers or ["ngram"],  # type: ignore[arg-type]
+    return TaskConfig(name="backtest", schema="text", tiers=tiers or list(DEFAULT_TIERS),  # type: ignore[arg-type]
                       labels=[LabelSpec(name=n, critical=n in critical) for n in names])
 
 

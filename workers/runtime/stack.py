@@ -76,15 +76,16 @@ def classify_children(settings: Settings, tasks: list[TaskConfig], logs: Path,
 def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
              bootstrap_files: dict[str, Path] | None = None,
              classify_workers: int = 1, teacher_workers: int = 1,
-             roles: SecureFiles | None = None) -> list[Child]:
+             roles: SecureFiles | None = None, refine_workers: int = 1) -> list[Child]:
     """``classify_workers`` classify workers for all tasks, ``teacher_workers`` teacher
     workers per task (one group: they share the partitions, and one budget and verdict memory
-    through ``<task>.teacher.ledger``), and a trainer worker per task (one trainer per task: a
-    second one would only stand by, as the lock group on ``<task>.trainer.lock`` lets one
-    lead; see ``workers.trainer.leader``). With ``roles`` (``up --secure``) each connects as
-    its own role of the secure broker."""
-    if teacher_workers < 1:
-        raise ValueError("at least one teacher worker per task")
+    through ``<task>.teacher.ledger``), ``refine_workers`` refine workers per task that runs
+    the cascade (one group on ``<task>.refine``), and a trainer worker per task (one trainer
+    per task: a second one would only stand by, as the lock group on ``<task>.trainer.lock``
+    lets one lead; see ``workers.trainer.leader``). With ``roles`` (``up --secure``) each
+    connects as its own role of the secure broker."""
+    if teacher_workers < 1 or refine_workers < 1:
+        raise ValueError("at least one teacher worker and one refine worker per task")
     out = classify_children(settings, tasks, logs, classify_workers, roles)
 
     def env(role: str) -> dict[str, str]:
@@ -95,9 +96,10 @@ def children(settings: Settings, tasks: list[TaskConfig], logs: Path,
             name = f"teacher-{task.name}" + (f"-{i}" if teacher_workers > 1 else "")
             out.append(Child(name, ["worker", "teacher", "--task", task.name],
                              env("teacher"), logs / f"{name}.log"))
-        if task.cascade:  # tier 2 between tier 1 and the teacher (tiers has "embed")
-            out.append(Child(f"refine-{task.name}", ["worker", "refine", "--task", task.name],
-                             env("refine"), logs / f"refine-{task.name}.log"))
+        for i in range(refine_workers if task.cascade else 0):  # tiers has "embed"
+            name = f"refine-{task.name}" + (f"-{i}" if refine_workers > 1 else "")
+            out.append(Child(name, ["worker", "refine", "--task", task.name],
+                             env("refine"), logs / f"{name}.log"))
         trainer = ["worker", "trainer", "--task", task.name]
         if bootstrap_files and task.name in bootstrap_files:
             trainer += ["--bootstrap", str(bootstrap_files[task.name])]

@@ -1,4 +1,5 @@
-"""``distillery up --classify-workers N --teacher-workers M``: the children it starts."""
+"""``distillery up --classify-workers N --teacher-workers M --refine-workers R``: the children
+it starts."""
 
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ def test_n_teacher_workers_per_task_in_one_group_with_metrics_off(tmp_path: Path
     assert "teacher-tickets" in [c.name for c in children(s, tasks, tmp_path)]
     with pytest.raises(ValueError):
         children(s, tasks, tmp_path, teacher_workers=0)
+
+
+def test_the_built_in_tasks_run_the_cascade_with_r_refine_workers_each(tmp_path: Path) -> None:
+    from distillery.tasks import DEFAULT_TIERS
+
+    s = load_settings(state_dir=tmp_path)
+    tasks = [get_task(s, "tickets"), get_task(s, "moderation")]
+    assert all(t.tiers == list(DEFAULT_TIERS) == ["ngram", "embed"] for t in tasks)
+    kids = children(s, tasks, tmp_path / "logs", refine_workers=2)
+    refine = [c for c in kids if c.argv[:2] == ["worker", "refine"]]
+    assert sorted(c.name for c in refine) == [
+        "refine-moderation-0", "refine-moderation-1", "refine-tickets-0", "refine-tickets-1"]
+    assert {c.env["DISTILLERY_METRICS_PORT"] for c in refine} == {"0"}
+    assert len({c.log_file for c in kids}) == len(kids)
+    assert "refine-tickets" in [c.name for c in children(s, tasks, tmp_path)]
+    # a task on tier 1 alone gets none
+    alone = tasks[0].model_copy(update={"tiers": ["ngram"]})
+    assert not [c for c in children(s, [alone], tmp_path) if "refine" in c.argv]
+    with pytest.raises(ValueError):
+        children(s, tasks, tmp_path, refine_workers=0)
 
 
 def test_up_secure_starts_each_worker_as_its_own_role(tmp_path: Path) -> None:
