@@ -5,7 +5,12 @@ Every run reads the same tickets (the same bytes) on ``partitions`` partitions (
 1. a raw aiokafka consume→produce passthrough (the ceiling for a Python worker);
 2. a plain aiokafka loop calling the same ``process_batch`` as the agent (what faust costs);
 3. the real classify worker (faust), as a subprocess; then ``workers`` of them in one
-   consumer group (``scaling``: their events/s over one worker's).
+   consumer group (``scaling``: their events/s over one worker's);
+4. with ``tiers`` ngram,embed, the cascade: a classify and a refine worker, tier 1 forwarding
+   a known share (``workers.bench.stream_cascade``).
+
+The tier-1 runs use a tasks file that says ``tiers = ["ngram"]`` (the built-in default is
+the cascade, which would send part of the stream to a refine worker these runs do not start).
 
 The passthrough and the plain loop read pre-produced tickets. The faust runs start their
 workers first, wait until the group is stable with every worker in it (so a rebalance is
@@ -53,6 +58,9 @@ class BenchConfig:
     latency_seconds: float = 10.0
     workers: int = 2  # the scaling run: this many classify workers in one group
     partitions: int = 12
+    tiers: tuple[str, ...] = ("ngram",)  # ("ngram", "embed"): the cascade run as well
+    forward: float = 0.4  # the cascade run: the share of the stream tier 1 leaves to tier 2
+    cascade_offered_rate: float = 500.0  # the cascade's latency run
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -215,8 +223,10 @@ async def _faust_run(s: Settings, task: TaskConfig, cfg: BenchConfig, workers: i
     """``workers`` classify workers in one group under their own prefix: join, then the
     tickets arrive; events/s over the backlog (and latency at a fixed rate if asked)."""
     from streams.announce import publish_announcement
+    from workers.bench.stream_cascade import tasks_file
 
-    w = s.model_copy(update={"topic_prefix": f"{s.topic_prefix}{tag}."})
+    w = s.model_copy(update={"topic_prefix": f"{s.topic_prefix}{tag}.",
+                             "tasks_file": tasks_file(workdir, cascade=False)})
     create_topics(w)
     publish_announcement(w, announcement)
     outputs = [w.topic(task.results_topic), w.topic(task.teacher_topic)]
@@ -253,7 +263,7 @@ def _key_of(m: Any) -> bytes | None:
 
 async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, repeat: int,
                       student: StudentLike, manifest: Any, workdir: Path,
-                      progress: Progress) -> dict[str, float]:
+                      progress: Progress, cascade: list[Any] | None = None) -> dict[str, float]:
     from streams.announce import announcement_for
 
     s = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}r{repeat}."})
@@ -287,6 +297,14 @@ async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, re
         runs[f"faust_{workers}"] = got.pop("events_per_s")
         runs.update(got)
     runs["faust"] = runs["faust_1"]
+    if cascade is not None:
+        from workers.bench.stream_cascade import cascade_run
+
+        progress(f"repeat {repeat + 1}: the cascade (a classify and a refine worker)")
+        got = await cascade_run(s, task, cfg, values, workdir / f"cascade-{repeat}", cascade,
+                                latency=repeat == 0, progress=progress)
+        runs["cascade"] = got.pop("events_per_s")
+        runs.update(got)
     return runs
 
 
@@ -312,7 +330,7 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
     from models.runtime import Student
     from workers.runtime.stack import remove_topics
 
-    task = get_task(settings, "tickets")
+    task = get_task(settings, "tickets").model_copy(update={"tiers": ["ngram"]})
     with tempfile.TemporaryDirectory(prefix="distillery-bench-") as tmp:
         workdir = Path(tmp)
         s = settings.model_copy(update={
@@ -324,16 +342,23 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
         manifest = _bench_student(s, task, progress)
         student = Student.load(manifest.directory, expected_sha256=manifest.sha256,
                                threads=s.student_threads)
+        cascade = None
+        if "embed" in cfg.tiers:
+            from workers.bench.stream_cascade import prepare_models
+
+            cascade = prepare_models(s, task, cfg.forward, progress)
         try:
-            runs = [
-                asyncio.run(_one_repeat(s, task, cfg, r, student, manifest, workdir, progress))
-                for r in range(cfg.repeats)
-            ]
+            runs = []
+            for r in range(cfg.repeats):
+                (workdir / f"cascade-{r}").mkdir()
+                runs.append(asyncio.run(_one_repeat(s, task, cfg, r, student, manifest, workdir,
+                                                    progress, cascade)))
         finally:
             if not keep_topics:
                 remove_topics(s)
     keys = sorted({"passthrough", "plain", "faust", f"faust_{cfg.workers}"})
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
+    extra = _cascade_figures(runs, cfg) if cascade is not None else {}
     ratios = [r["faust"] / r["passthrough"] for r in runs]
     scalings = [r[f"faust_{cfg.workers}"] / r["faust"] for r in runs]
     return {
@@ -353,5 +378,28 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
         "scaling_runs": scalings,
         "latency_ms": {"p50": runs[0]["p50"], "p99": runs[0]["p99"]},
         "offered_rate": cfg.offered_rate,
+        **extra,
         "runs": runs,
     }
+
+
+def _cascade_figures(runs: list[dict[str, float]], cfg: BenchConfig) -> dict[str, Any]:
+    """Medians of the cascade runs, the ratio to each run's own passthrough."""
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    ratios = [r["cascade"] / r["passthrough"] for r in runs]
+    return {"cascade": {
+        "tiers": list(cfg.tiers),
+        "events_per_s": med("cascade"),
+        "ratio": statistics.median(ratios),
+        "ratio_runs": ratios,
+        "forward_target": cfg.forward,
+        "forwarded_share": med("forwarded_share"),
+        "tier1_cpu_ms_per_item": med("tier1_cpu_ms_per_item"),
+        "tier2_cpu_ms_per_item": med("tier2_cpu_ms_per_item"),
+        "tier1_items_per_cpu_s": 1000.0 / max(med("tier1_cpu_ms_per_item"), 1e-9),
+        "tier2_items_per_cpu_s": 1000.0 / max(med("tier2_cpu_ms_per_item"), 1e-9),
+        "offered_rate": cfg.cascade_offered_rate,
+        "latency_ms": {"p50": runs[0]["cascade_p50"], "p99": runs[0]["cascade_p99"]},
+    }}

@@ -98,17 +98,25 @@ def bench_stream(
     latency_seconds: Annotated[float, typer.Option(min=1.0)] = 10.0,
     workers: Annotated[int, typer.Option(min=1, help="Classify workers in one group for the scaling run")] = 2,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of the benchmark's topics")] = 12,
+    tiers: Annotated[str, typer.Option(help="ngram (tier 1 alone) or ngram,embed (the cascade through a classify and a refine worker as well)")] = "ngram",
+    forward: Annotated[float, typer.Option(min=0.0, max=1.0, help="The cascade run: the share of the stream tier 1 leaves to tier 2")] = 0.4,
+    cascade_rate: Annotated[float, typer.Option(min=1.0, help="The cascade run: offered rate for its latency")] = 500.0,
     keep_running: Annotated[bool, typer.Option(help="Keep the benchmark's topics")] = False,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Classify-worker throughput vs a raw passthrough and a plain aiokafka loop; N workers
-    in one group against one (scaling); latency at a fixed offered rate."""
+    in one group against one (scaling); latency at a fixed offered rate; with --tiers
+    ngram,embed the whole cascade against the same run's passthrough."""
     from workers.bench.stream import BenchConfig, run_stream_bench
     from workers.runtime.stack import ensure_broker
 
+    tier_list = tuple(t.strip() for t in tiers.split(",") if t.strip())
+    if tier_list not in (("ngram",), ("ngram", "embed")):
+        raise ConfigError(f"--tiers must be ngram or ngram,embed, got {tiers!r}")
     settings, broker = ensure_broker(cli_settings())
     try:
-        cfg = BenchConfig(events, repeats, rate, latency_seconds, workers, partitions)
+        cfg = BenchConfig(events, repeats, rate, latency_seconds, workers, partitions,
+                          tier_list, forward, cascade_rate)
         figures = run_stream_bench(settings, cfg,
                                    progress=lambda m: err.print(m), keep_topics=keep_running)
     finally:
@@ -126,6 +134,19 @@ def bench_stream(
     table.add_row(f"scaling ({workers} workers over 1)", f"{figures['scaling']:.2f}")
     table.add_row(f"latency p50 / p99 at {rate:,.0f} events/s",
                   f"{figures['latency_ms']['p50']:.1f} / {figures['latency_ms']['p99']:.1f} ms")
+    if "cascade" in figures:
+        c = figures["cascade"]
+        table.add_row("the cascade (classify + refine worker) events/s",
+                      f"{c['events_per_s']:,.0f}")
+        table.add_row("the cascade: ratio to the passthrough", f"{c['ratio']:.2f}")
+        table.add_row(f"the cascade: share tier 1 forwarded (set for {c['forward_target']:.0%})",
+                      f"{c['forwarded_share']:.1%}")
+        for tier in ("tier1", "tier2"):
+            table.add_row(f"{tier}: CPU ms per item / items per CPU-second",
+                          f"{c[tier + '_cpu_ms_per_item']:.3f} / "
+                          f"{c[tier + '_items_per_cpu_s']:,.0f}")
+        table.add_row(f"the cascade: latency p50 / p99 at {c['offered_rate']:,.0f} events/s",
+                      f"{c['latency_ms']['p50']:.1f} / {c['latency_ms']['p99']:.1f} ms")
     out.print(table)
     write_json(json_file, figures)
 
