@@ -20,8 +20,10 @@
   or JSON alike. Without a group it starts where the topic ended when this client first
   touched the task (so the decisions of what it produced are never missed),
   ``from_beginning=True`` from the start; with ``group="name"`` it resumes that consumer
-  group and commits as it goes. ``timeout_s`` ends the iteration after that many seconds
-  without a decision. Decisions are at-least-once: keep the first per id.
+  group and commits only what it has handed out (a caller that breaks out mid-batch finds
+  the rest of the batch there next time). ``timeout_s`` ends the iteration after that many
+  seconds without a decision. Decisions are at-least-once: ``dedupe=True`` hands out only the
+  first decision of each id this iterator has seen (it remembers every id it handed out).
 - ``feedback(task, id, label)`` writes the ground truth for an item to ``<task>.feedback``
   (the label must be one of the task's).
 
@@ -76,13 +78,13 @@ class Client:
         return record.id
 
     def results(self, task: str, *, from_beginning: bool = False, group: str | None = None,
-                timeout_s: float | None = None) -> Iterator[Decision]:
+                timeout_s: float | None = None, dedupe: bool = False) -> Iterator[Decision]:
         """The task's decisions as they arrive (see the module docstring for where it starts)."""
         config = self.task(task)
         if group is None and not from_beginning:
             self._mark_start(config)
         self.flush()  # what this client produced is on its way before we wait for answers
-        return self._iter_results(config, from_beginning, group, timeout_s)
+        return self._iter_results(config, from_beginning, group, timeout_s, dedupe)
 
     def feedback(self, task: str, id: str, label: str, *, source: str = "human") -> None:
         """Send the true label of item ``id`` to ``<task>.feedback``."""
@@ -179,7 +181,8 @@ class Client:
         from kafka.errors import KafkaError
 
         try:
-            return KafkaConsumer(group_id=group, enable_auto_commit=group is not None,
+            # never auto-commit: that would commit what was polled, not what was handed out
+            return KafkaConsumer(group_id=group, enable_auto_commit=False,
                                  auto_offset_reset="earliest", **self._kafka())
         except KafkaError as exc:
             raise BrokerError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: "
@@ -206,9 +209,29 @@ class Client:
             consumer.close()
 
     def _iter_results(self, config: TaskConfig, from_beginning: bool, group: str | None,
-                      timeout_s: float | None) -> Iterator[Decision]:
+                      timeout_s: float | None, dedupe: bool) -> Iterator[Decision]:
         topic = self.topic(config.results_topic)
         consumer = self._consumer(group)
+        handed: dict[Any, int] = {}  # partition -> the offset after the last message handed out
+        committed: dict[Any, int] = {}
+        seen: set[str] = set()
+
+        def commit() -> None:
+            """Commit what was handed out since the last commit (with a group only)."""
+            from kafka.structs import OffsetAndMetadata
+
+            from kafka.errors import KafkaError
+
+            todo = {tp: off for tp, off in handed.items() if committed.get(tp) != off}
+            if group is not None and todo:
+                try:
+                    consumer.commit({tp: OffsetAndMetadata(off, "", -1)
+                                     for tp, off in todo.items()})
+                except KafkaError as exc:  # a rebalance, the broker away: try again
+                    raise BrokerError(f"committing {group}'s position failed: {exc}",
+                                      retriable=True) from exc
+                committed.update(todo)
+
         try:
             if group is not None:
                 consumer.subscribe([topic])
@@ -222,21 +245,32 @@ class Client:
                         consumer.seek(tp, offset)
             last = time.monotonic()
             while True:
+                commit()
                 batch = consumer.poll(timeout_ms=200)
                 if not batch:
                     if timeout_s is not None and time.monotonic() - last > timeout_s:
                         return
                     continue
                 last = time.monotonic()
-                for messages in batch.values():
+                for tp, messages in batch.items():
                     for message in messages:
+                        handed[tp] = message.offset + 1  # handed out once yielded (or skipped)
                         try:
-                            yield decode(message.value or b"", Decision)
+                            decision = decode(message.value or b"", Decision)
                         except DistilleryError as exc:
                             log.warning("skipping an undecodable decision at %s[%s]@%s: %s",
                                         message.topic, message.partition, message.offset, exc)
+                            continue
+                        if dedupe:
+                            if decision.id in seen:
+                                continue
+                            seen.add(decision.id)
+                        yield decision
         finally:
-            consumer.close()
+            try:
+                commit()  # a caller that broke out: up to the decision it holds, not beyond
+            finally:
+                consumer.close(autocommit=False)
 
 
 _default: Client | None = None
@@ -257,10 +291,10 @@ def produce(task: str, item: InputRecord | Mapping[str, Any]) -> str:
 
 
 def results(task: str, *, from_beginning: bool = False, group: str | None = None,
-            timeout_s: float | None = None) -> Iterator[Decision]:
+            timeout_s: float | None = None, dedupe: bool = False) -> Iterator[Decision]:
     """``Client.results`` on the module's client."""
     return default_client().results(task, from_beginning=from_beginning, group=group,
-                                    timeout_s=timeout_s)
+                                    timeout_s=timeout_s, dedupe=dedupe)
 
 
 def feedback(task: str, id: str, label: str, *, source: str = "human") -> None:

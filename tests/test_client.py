@@ -143,3 +143,42 @@ def _keys(settings: Settings) -> list[tuple[Any, str]]:
         for message in read_all(settings, topic):
             out.append((message, decode(message.value, cls).id))
     return out
+
+
+def _decisions(settings: Settings, ids: list[str]) -> None:
+    """Decisions written straight to ``tickets.routed``, one partition, in order."""
+    from kafka import KafkaProducer
+
+    from schemas.serde import encode
+
+    producer = KafkaProducer(acks="all", **settings.kafka_python_kwargs())
+    for i in ids:
+        record = Decision(id=i, task="tickets", label="refunds", confidence=0.9,
+                          decided_by="student", reason="confident")
+        producer.send(settings.topic("tickets.routed"), key=b"one", value=encode(record))
+    producer.flush()
+    producer.close()
+
+
+@pytest.mark.kafka
+def test_a_grouped_reader_that_breaks_out_skips_nothing_and_dedupe_keeps_the_first(
+        kafka_settings: Settings) -> None:
+    ids = [f"d-{i}" for i in range(10)]
+    _decisions(kafka_settings, ids)
+    group = f"{kafka_settings.topic_prefix}reader"
+    with Client(kafka_settings) as client:
+        first = []
+        for decision in client.results("tickets", group=group, timeout_s=30):
+            first.append(decision.id)
+            if len(first) == 3:
+                break  # mid-batch: all ten came in one poll
+        rest = [d.id for d in client.results("tickets", group=group, timeout_s=3)]
+        assert first == ids[:3] and rest == ids[3:]
+        _decisions(kafka_settings, ["d-0", "d-10"])  # d-0 again (at-least-once)
+        again = [d.id for d in client.results("tickets", group=group, timeout_s=3)]
+        assert again == ["d-0", "d-10"]
+        plain = [d.id for d in client.results("tickets", from_beginning=True, timeout_s=3)]
+        unique = [d.id for d in client.results("tickets", from_beginning=True, timeout_s=3,
+                                               dedupe=True)]
+    assert plain == ids + ["d-0", "d-10"]
+    assert unique == ids + ["d-10"]
