@@ -266,15 +266,26 @@ class EmbeddedBroker:
         cluster_file = self.home / "cluster.id"
         if not cluster_file.is_file():
             cluster_file.write_text(_cluster_id(), encoding="utf-8")
-        cmd = self._java() + [
+        tool = [
             # "--cluster-id=ID" in one argument: a base64 id may start with "-".
             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_file.read_text().strip()}",
             "-c", str(self.properties), "--ignore-formatted",
-        ] + (self.secure.format_args() if self.secure is not None else [])
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        ]
+        if self.secure is None:
+            done = subprocess.run(self._java() + tool, capture_output=True, text=True,
+                                  check=False)
+        else:  # the users' passwords go in a 0600 argument file, not on the command line
+            from workers.runtime.secure import argfile
+
+            args = argfile(self.home / "format.args", tool + self.secure.format_args())
+            try:
+                done = subprocess.run(self._java() + [f"@{args}"], capture_output=True,
+                                      text=True, check=False)
+            finally:
+                args.unlink(missing_ok=True)
         if done.returncode != 0:
             detail = done.stderr.strip()[-400:]
-            if self.secure is not None:  # the command line held the users' passwords
+            if self.secure is not None:  # the tool may echo an argument
                 for password in self.secure.users().values():
                     detail = detail.replace(password, "***")
             raise BrokerError(f"formatting Kafka storage failed: {detail}", retriable=False)

@@ -129,11 +129,22 @@ class SecureFiles:
         }
 
     def format_args(self) -> list[str]:
-        """``StorageTool format`` arguments that create the SCRAM users."""
+        """``StorageTool format`` arguments that create the SCRAM users (passwords in them:
+        they go to the JVM through ``argfile``, never on a command line ``ps`` shows)."""
         args: list[str] = []
         for role, password in self.users().items():
             args += ["--add-scram", f"{MECHANISM}=[name={role},password={password}]"]
         return args
+
+
+def argfile(path: Path, args: list[str]) -> Path:
+    """A java launcher argument file (``java ... @path``), readable by its owner only: each
+    argument quoted on a line of its own."""
+    def quoted(arg: str) -> str:
+        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    _write_private(path, ("\n".join(quoted(a) for a in args) + "\n").encode())
+    return path
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -87,3 +87,33 @@ def test_missing_java_or_maven_names_what_is_missing(
 def test_status_of_a_broker_never_started(tmp_path: Path) -> None:
     status = _own_broker(tmp_path).status()
     assert not status.running and status.pid is None
+
+
+def test_the_secure_format_keeps_passwords_off_the_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+    import subprocess
+
+    broker = EmbeddedBroker(load_settings(state_dir=tmp_path / "state"), secure=True)
+    assert broker.secure is not None
+    broker.secure.make()
+    broker.home.mkdir(parents=True, exist_ok=True)
+    passwords = list(broker.secure.users().values())
+    seen: dict[str, object] = {}
+
+    def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen["cmd"] = cmd
+        args = Path(cmd[-1].removeprefix("@"))
+        seen["mode"] = stat.S_IMODE(args.stat().st_mode)
+        seen["file"] = args.read_text(encoding="utf-8")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(broker_module.subprocess, "run", run)
+    broker._format_once()
+    cmd = " ".join(seen["cmd"])  # type: ignore[arg-type]
+    assert passwords and not any(p in cmd for p in passwords)
+    assert seen["mode"] == 0o600
+    text = str(seen["file"])
+    assert text.startswith('"kafka.tools.StorageTool"\n"format"')
+    assert all(f"password={p}]" in text for p in passwords)
+    assert not (broker.home / "format.args").exists()  # removed once the tool ran
