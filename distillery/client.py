@@ -218,9 +218,8 @@ class Client:
 
         def commit() -> None:
             """Commit what was handed out since the last commit (with a group only)."""
-            from kafka.structs import OffsetAndMetadata
-
             from kafka.errors import KafkaError
+            from kafka.structs import OffsetAndMetadata
 
             todo = {tp: off for tp, off in handed.items() if committed.get(tp) != off}
             if group is not None and todo:
