@@ -242,19 +242,29 @@ async def _faust_run(s: Settings, task: TaskConfig, cfg: BenchConfig, workers: i
         figures["events_per_s"] = _rate(await _collect(w, outputs, n, 300, _key_of), written)
         if latency:
             progress(f"latency at {cfg.offered_rate:.0f} events/s for {cfg.latency_seconds:.0f}s")
-            count = int(cfg.offered_rate * cfg.latency_seconds)
-            fresh = [(b"lat-" + k, v) for k, v in _ticket_values(task, count, seed=999)]
-            fresh = [(k, _rekey(v, k)) for k, v in fresh]
-            sent = await _produce(w, w.topic(task.input_topic), fresh, rate=cfg.offered_rate)
-            got = await _collect(w, outputs, n + count, 120, _key_of)
-            lat = [got[k] - sent_ms for k, sent_ms in sent.items() if k in got]
-            figures.update(p50=_percentile(lat, 0.5), p99=_percentile(lat, 0.99))
+            p50, p99 = await latency_run(w, task, outputs, n, cfg.offered_rate,
+                                         cfg.latency_seconds, seed=999, timeout_s=120)
+            figures.update(p50=p50, p99=p99)
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
     return figures
+
+
+async def latency_run(w: Settings, task: TaskConfig, outputs: list[str], already: int,
+                      rate: float, seconds: float, seed: int, timeout_s: float
+                      ) -> tuple[float, float]:
+    """Fresh tickets at ``rate`` for ``seconds`` after ``already`` events came out of
+    ``outputs``: (p50, p99) of output timestamp minus send time, in ms."""
+    count = int(rate * seconds)
+    fresh = [(b"lat-" + k, v) for k, v in _ticket_values(task, count, seed=seed)]
+    fresh = [(k, _rekey(v, k)) for k, v in fresh]
+    sent = await _produce(w, w.topic(task.input_topic), fresh, rate=rate)
+    got = await _collect(w, outputs, already + count, timeout_s, _key_of)
+    lat = [got[k] - sent_ms for k, sent_ms in sent.items() if k in got]
+    return _percentile(lat, 0.5), _percentile(lat, 0.99)
 
 
 def _key_of(m: Any) -> bytes | None:

@@ -105,12 +105,10 @@ async def cascade_run(s: Settings, task: TaskConfig, cfg: BenchConfig,
     from workers.bench.stream import (
         _collect,
         _key_of,
-        _percentile,
         _produce,
         _rate,
-        _rekey,
-        _ticket_values,
         _wait_for_group,
+        latency_run,
     )
     from workers.runtime.procs import free_port
 
@@ -142,13 +140,9 @@ async def cascade_run(s: Settings, task: TaskConfig, cfg: BenchConfig,
         if latency:
             rate = cfg.cascade_offered_rate
             progress(f"cascade latency at {rate:.0f} events/s for {cfg.latency_seconds:.0f}s")
-            count = int(rate * cfg.latency_seconds)
-            fresh = [(b"lat-" + k, v) for k, v in _ticket_values(task, count, seed=998)]
-            fresh = [(k, _rekey(v, k)) for k, v in fresh]
-            sent = await _produce(w, w.topic(task.input_topic), fresh, rate=rate)
-            got = await _collect(w, outputs, n + count, 300, _key_of)
-            lat = [got[k] - sent_ms for k, sent_ms in sent.items() if k in got]
-            figures.update(cascade_p50=_percentile(lat, 0.5), cascade_p99=_percentile(lat, 0.99))
+            p50, p99 = await latency_run(w, task, outputs, n, rate, cfg.latency_seconds,
+                                         seed=998, timeout_s=300)
+            figures.update(cascade_p50=p50, cascade_p99=p99)
     finally:
         for proc in procs:
             proc.terminate()

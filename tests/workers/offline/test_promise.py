@@ -12,13 +12,13 @@ id namings of this stream, which draw different audits): tier 2's own decided pa
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
 from distillery.settings import Settings
 from distillery.tasks import DEFAULT_TIERS
+from tests.histories import seed_and_stream
 from workers.offline.backtest import BacktestConfig, HistoryRow, run_backtest
 
 pytestmark = [pytest.mark.slow]
@@ -27,18 +27,7 @@ pytestmark = [pytest.mark.slow]
 def clinc_history(clinc_dir: Path) -> tuple[list[tuple[str, str]], list[HistoryRow]]:
     """The seed (5 per intent, from the train split shuffled with seed 0) and the stream."""
     raw = json.loads((clinc_dir / "data_full.json").read_text(encoding="utf-8"))
-    rows = list(raw["train"])
-    random.Random(0).shuffle(rows)
-    seen: dict[str, int] = {}
-    seed: list[tuple[str, str]] = []
-    stream: list[HistoryRow] = []
-    for text, label in rows:
-        if seen.get(label, 0) < 5:
-            seen[label] = seen.get(label, 0) + 1
-            seed.append((text, label))
-        else:
-            stream.append(HistoryRow(f"row-{len(stream)}", text, label, label))
-    return seed, stream
+    return seed_and_stream(raw["train"], prefix="row-")
 
 
 def test_the_cascade_and_tier_1_decide_at_their_target_on_clinc150(clinc_dir: Path,

@@ -215,20 +215,11 @@ def test_clinc150_backtest_via_kafka_agrees_with_the_in_process_run(
     clinc: dict, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     from distillery.settings import load_settings
-    from workers.offline.backtest import BacktestConfig, HistoryRow, run_backtest
+    from tests.histories import seed_and_stream
+    from workers.offline.backtest import BacktestConfig, run_backtest
     from workers.offline.via_kafka import run_via_kafka
 
-    rows = clinc["train"][:]
-    random.Random(0).shuffle(rows)
-    seen: dict[str, int] = {}
-    boot: list[tuple[str, str]] = []
-    stream: list[HistoryRow] = []
-    for text, label in rows:
-        if seen.get(label, 0) < 5:
-            seen[label] = seen.get(label, 0) + 1
-            boot.append((text, label))
-        else:
-            stream.append(HistoryRow(f"s{len(stream)}", text, label, label))
+    boot, stream = seed_and_stream(clinc["train"], prefix="s")
     s = load_settings(kafka_bootstrap=kafka_bootstrap, student_buckets=1 << 16,
                       state_dir=tmp_path / "state", web_port=6377)
     cfg = BacktestConfig(audit_rate=s.audit_rate, critical_floor=s.critical_floor)
