@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAuthorizationFailedError
+from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
 from distillery.client import Client
 from distillery.errors import BrokerError
@@ -107,6 +107,12 @@ def test_the_loop_runs_with_a_role_each_and_keeps_its_secrets(
                 with pytest.raises(BrokerError, match="refused"):  # no ACL to write there
                     library._send("tickets.verdicts", "x", b"x")
                     library.flush()
+                with pytest.raises(BrokerError, match="refused"):  # feedback is not the client's
+                    library.feedback("tickets", "s-0", "billing")
+                    library.flush()
+            with Client(_as(secure_broker, base, "feedback")) as corrections:
+                corrections.feedback("tickets", "s-1", "refunds")
+                corrections.flush()
             wait_for_stored_verdicts(base, N)
             cli_env = env_of("admin")
             outputs = {"status": _cli(cli_env, "status"), "topics": _cli(cli_env, "topics", "list")}
@@ -135,9 +141,17 @@ def test_the_loop_runs_with_a_role_each_and_keeps_its_secrets(
 
     # no ACL, no read: classify does not read verdicts, teacher does not read the inputs
     for role, topic in (("classify", "tickets.verdicts"), ("teacher", "tickets"),
-                        ("client", "tickets.teacher")):
+                        ("client", "tickets.teacher"), ("trainer", "tickets"),
+                        ("feedback", "tickets.routed")):
         with pytest.raises(TopicAuthorizationFailedError):
             _read_one(_as(secure_broker, base, role), base.topic(topic))
+    # groups: the client joins its own (<prefix>client-*), never a worker's, so it cannot
+    # hold a worker group's partitions
+    client = _as(secure_broker, base, "client")
+    assert _join(client, f"{base.topic_prefix}client-dash", base.topic("tickets.routed")) >= 0
+    for group in ("distillery-classify", "distillery-teacher-tickets", "anything"):
+        with pytest.raises(GroupAuthorizationFailedError):
+            _join(client, base.topic_prefix + group, base.topic("tickets.routed"))
     with pytest.raises(KafkaError):
         _read_one(_as(secure_broker, base, "trainer", "not-the-password"),
                   base.topic("tickets.verdicts"))
@@ -159,6 +173,16 @@ def test_the_loop_runs_with_a_role_each_and_keeps_its_secrets(
 def _only_new(env: dict[str, str]) -> dict[str, str]:
     """The ``DISTILLERY_*`` part of an environment, as the kit's ``**extra``."""
     return {k: v for k, v in env.items() if k.startswith("DISTILLERY_")}
+
+
+def _join(settings: Settings, group: str, topic: str) -> int:
+    """Join ``group`` on ``topic`` and poll once; the number of records seen."""
+    consumer = KafkaConsumer(topic, **settings.kafka_python_kwargs(), group_id=group,
+                             enable_auto_commit=False, request_timeout_ms=10_000)
+    try:
+        return sum(len(batch) for batch in consumer.poll(timeout_ms=5000).values())
+    finally:
+        consumer.close()
 
 
 def _read_one(settings: Settings, topic: str) -> list[object]:

@@ -14,8 +14,11 @@ Everything lives in ``<state_dir>/broker-secure/secure`` (files 0600), made once
 The client listener is SASL_SSL; the controller listener (broker to controller, inside the
 one process) is TLS with client certificates, so only the broker's own certificate gets in.
 ``admin`` (the CLI: topics, ``models``, ``replay``) and the broker are super users; every
-other role gets only the ACLs of ``role_acls``: what it reads, what it writes, its consumer
-groups. Nothing is allowed where no ACL is found.
+other role gets only the ACLs of ``role_grants``: what its code reads, what it writes, its
+consumer groups. Nothing is allowed where no ACL is found. ``client`` (the client library)
+produces inputs, reads results and escalations and joins only groups named
+``<prefix>client-*``, never a worker's group; writing feedback, which overrides the teacher
+in training, is the separate ``feedback`` role's.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from distillery.tasks import TaskConfig
 
 MECHANISM = "SCRAM-SHA-512"
 BROKER_CN = "distillery-broker"
-ROLES = ("admin", "classify", "refine", "teacher", "trainer", "client")
+ROLES = ("admin", "classify", "refine", "teacher", "trainer", "client", "feedback")
+CLIENT_GROUPS = "client-"  # the client role joins only consumer groups named <prefix>client-*
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,15 @@ class SecureFiles:
         """``settings`` connecting as ``role`` (with another password, to be refused)."""
         from pydantic import SecretStr
 
+        users = self.users()
+        if password is None and role not in users:
+            raise BrokerError(f"the secure broker in {self.folder} has no user {role!r} (it was "
+                              "made before the role existed): stop it, remove that folder and "
+                              "its data, and start it again", retriable=False)
         return settings.model_copy(update={
             "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": MECHANISM,
             "kafka_sasl_username": role,
-            "kafka_sasl_password": SecretStr(password or self.users()[role]),
+            "kafka_sasl_password": SecretStr(password or users[role]),
             "kafka_ssl_cafile": self.ca})
 
     # --- the broker's side ---------------------------------------------------------------
@@ -214,6 +223,7 @@ def role_grants(settings: Settings, tasks: list[TaskConfig]) -> dict[tuple[str, 
     write: dict[str, list[str]] = {r: [t(DEADLETTER_TOPIC)] for r in
                                    ("classify", "refine", "teacher", "trainer")}
     read["teacher"], read["client"], write["client"] = [], [], []
+    read["feedback"], write["feedback"] = [], []
     write["trainer"] += models
     for task in tasks:
         read["classify"].append(t(task.input_topic))
@@ -226,15 +236,19 @@ def role_grants(settings: Settings, tasks: list[TaskConfig]) -> dict[tuple[str, 
         write["teacher"] += [t(task.results_topic), t(task.verdicts_topic), ledger,
                              t(escalations_topic(task))]
         read["trainer"] += [t(task.verdicts_topic), t(task.feedback_topic),
-                            t(trainer_lock_topic(task.name)), t(task.input_topic)]
-        write["client"] += [t(task.input_topic), t(task.feedback_topic)]
+                            t(trainer_lock_topic(task.name))]
+        write["client"].append(t(task.input_topic))
+        write["feedback"].append(t(task.feedback_topic))
         read["client"] += [t(task.results_topic), t(escalations_topic(task))]
     grants: dict[tuple[str, str], set[Grant]] = {}
     for role in ROLES[1:]:
         grants[(role, "DESCRIBE")] = {(role, "topic", "prefixed", p)}
         grants[(role, "READ")] = {(role, "topic", "literal", n) for n in read[role]}
         grants[(role, "WRITE")] = {(role, "topic", "literal", n) for n in write[role]}
-        group = (role, "group", "prefixed", p if role == "client" else f"{p}distillery-{role}")
+        if role == "feedback":  # writes only: no consumer group
+            continue
+        group = (role, "group", "prefixed",
+                 f"{p}{CLIENT_GROUPS}" if role == "client" else f"{p}distillery-{role}")
         grants[(role, "READ")].add(group)
         grants[(role, "DESCRIBE")].add(group)
     # faust's own topics (its leader topic) carry the classify app's id as their prefix
