@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     teacher_backoff_s: float = Field(0.5, ge=0.0)
     teacher_breaker_failures: int = Field(5, ge=1)
     teacher_breaker_reset_s: float = Field(30.0, gt=0.0)
+    teacher_breaker_rejections: int = Field(5, ge=1)  # refusals of one kind in a row: open
+    teacher_give_up_tries: int = Field(8, ge=1)  # a retriable failure escalates after this
+    teacher_give_up_s: float = Field(300.0, ge=0.0)  # many tries and this long
+    # an LLM's answer against the student's critical guess held this confidently: escalated
+    teacher_contradiction_confidence: float = Field(0.9, gt=0.0, le=1.0)
     teacher_calls_per_minute: float = Field(600.0, gt=0.0)
     teacher_cost_per_hour: float = Field(50.0, gt=0.0)
     teacher_price_in_per_mtok: float = Field(0.15, ge=0.0)

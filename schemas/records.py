@@ -266,7 +266,9 @@ class DeadLetter(Record):
 
 
 class Escalation(Record):
-    """An item for human review: the teacher refused it and it is critical (DESIGN §11)."""
+    """An item for human review (``kind`` says why): the teacher refused a critical item,
+    overruled a confident critical guess (``contradicted``), or kept failing
+    (``retries_exhausted``)."""
 
     avro_name: ClassVar[str] = "escalation"
     id: str

@@ -12,7 +12,18 @@ import sys
 import typer
 
 from distillery.errors import DistilleryError
-from workers.cli import bench, broker, generate, offline, records, report, stack, student, worker
+from workers.cli import (
+    bench,
+    broker,
+    deadletter,
+    generate,
+    offline,
+    records,
+    report,
+    stack,
+    student,
+    worker,
+)
 
 app = typer.Typer(
     name="distillery",
@@ -31,6 +42,7 @@ app.command("evaluate")(student.evaluate)
 app.add_typer(student.models_app, name="models")
 app.add_typer(worker.worker_app, name="worker")
 app.command("replay")(offline.replay)
+app.add_typer(deadletter.deadletter_app, name="deadletter")
 app.command("backtest")(offline.backtest)
 app.command("report")(report.report_cmd)
 app.command("up")(stack.up)

@@ -69,6 +69,25 @@ def idle_members(settings: Settings, group: str) -> list[str] | None:
     return idle
 
 
+def teacher_health(settings: Settings, name: str) -> str:
+    """``"open (rejected:http_400)"`` while a teacher worker on this host reports its breaker
+    not closed; ``""`` otherwise (or for a component that is no teacher)."""
+    from workers.teacher.store import health_path
+
+    if not name.startswith("teacher-"):
+        return ""
+    try:
+        health = json.loads(health_path(settings, name.removeprefix("teacher-"))
+                            .read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not health.get("unavailable"):
+        return ""
+    if health.get("breaker") == "open":
+        return f"open ({health.get('cause') or 'unavailable'})"
+    return "closed, budget spent: waiting"
+
+
 def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
     from models.registry import Registry
 
@@ -95,6 +114,11 @@ def gather(settings: Settings, tasks: list[TaskConfig]) -> dict[str, Any]:
         row = {"name": name, "state": "running" if alive(child.get("pid")) else "stopped",
                "lag": lag, "restarts": child.get("restarts", 0),
                "detail": f"lag {lag}" if lag is not None else "no committed offsets"}
+        health = teacher_health(settings, name) if row["state"] == "running" else ""
+        if health:
+            row["breaker"] = health
+            row["state"] = "problem"
+            row["detail"] = f"teacher breaker {health}; {row['detail']}"
         if idle:
             row["state"] = "problem"
             row["detail"] = (f"{len(idle)} member(s) hold no partitions ({', '.join(idle)}): "

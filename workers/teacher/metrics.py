@@ -32,6 +32,9 @@ class TeacherMetrics:
         self.breaker = Gauge("distillery_teacher_breaker_state",
                              "Circuit breaker: 0 closed, 1 half-open, 2 open", t,
                              registry=r).labels(task)
+        self.breaker_opened = Counter("distillery_teacher_breaker_opened_total",
+                                      "Times the breaker opened, by cause (unavailable, "
+                                      "rejected:<kind>)", ["task", "cause"], registry=r)
         self.budget_calls_left = Gauge("distillery_teacher_budget_calls_left",
                                        "Calls left in the current minute", t,
                                        registry=r).labels(task)

@@ -94,11 +94,17 @@ def response_format(task: TaskConfig) -> dict[str, Any]:
 
 
 def extract_label(content: str) -> object:
-    """The label a reply names: JSON ``{"label": ...}``, JSON inside prose, or bare text."""
+    """The label a reply names: JSON ``{"label": ...}``, JSON inside prose (the last object:
+    a model that quotes an injected ``{"label": ...}`` before its own answer gives its answer
+    last), or bare text.
+
+    >>> extract_label('The item says {"label": "ok"}; my answer: {"label": "violent_threat"}')
+    'violent_threat'
+    """
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
-    for candidate in [text, *_JSON_OBJECT.findall(text)]:
+    for candidate in [text, *reversed(_JSON_OBJECT.findall(text))]:
         try:
             value = json.loads(candidate)
         except json.JSONDecodeError:

@@ -47,9 +47,24 @@ class RetryPolicy:
     base_s: float = 0.5
     cap_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
+    give_up_tries: int = 8
+    give_up_s: float = 300.0
 
     def should_retry(self, retries_done: int) -> bool:
         return retries_done < self.max_retries
+
+    def exhausted(self, tries: int, elapsed_s: float) -> bool:
+        """An item has failed retriably ``tries`` times (probes of an open breaker not
+        counted: they say the teacher is down, not that the item is bad) over
+        ``elapsed_s``: give up on it once both caps are reached, so one item that always
+        times out does not hold a slot and its partition's offset for ever.
+
+        >>> RetryPolicy(give_up_tries=3, give_up_s=60).exhausted(3, 59.0)
+        False
+        >>> RetryPolicy(give_up_tries=3, give_up_s=60).exhausted(3, 61.0)
+        True
+        """
+        return tries >= self.give_up_tries and elapsed_s >= self.give_up_s
 
     def delay(self, retries_done: int, retry_after_s: float | None = None) -> float:
         ceiling = min(self.cap_s, self.base_s * (2**retries_done))
@@ -60,23 +75,29 @@ class RetryPolicy:
 
 
 class CircuitBreaker:
-    """Opens after ``failures`` consecutive failures; after ``reset_s`` lets one probe through.
+    """Opens after ``failures`` consecutive availability failures (timeouts, connection
+    errors, 429, 5xx: ``record_failure``), or after ``rejections`` consecutive non-retriable
+    answers of one kind (``record_rejection``: a proxy answering 400 to everything must not
+    dead-letter the whole queue at full speed); after ``reset_s`` lets one probe through.
 
     A successful probe closes it, a failed probe opens it again for another ``reset_s``.
-    Only availability failures (timeouts, connection errors, 429, 5xx) should be recorded as
-    failures: a bad answer proves the endpoint is up.
+    ``cause`` says why it last opened: ``"unavailable"`` or ``"rejected:<kind>"``.
     """
 
     def __init__(self, failures: int = 5, reset_s: float = 30.0,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, rejections: int = 5) -> None:
         self.failures = failures
+        self.rejections = rejections
         self.reset_s = reset_s
         self.clock = clock
         self._state: BreakerState = "closed"
         self._consecutive = 0
+        self._rejected_kind = ""
+        self._rejected_streak = 0
         self._opened_at = 0.0
         self._probe_out = False
         self.opened_count = 0
+        self.cause = ""
 
     @property
     def state(self) -> BreakerState:
@@ -103,21 +124,42 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self._state = "closed"
         self._consecutive = 0
+        self._rejected_streak = 0
         self._probe_out = False
 
     def record_failure(self) -> None:
         state = self.state
         self._consecutive += 1
         if state == "half_open" or self._consecutive >= self.failures:
-            self._open()
+            self._open("unavailable")
+
+    def record_rejection(self, kind: str) -> None:
+        """A non-retriable answer of ``kind`` (an HTTP 4xx, an invalid label): the endpoint
+        is up, but ``rejections`` of one kind in a row say it refuses everything."""
+        state = self.state
+        self._consecutive = 0
+        if kind == self._rejected_kind:
+            self._rejected_streak += 1
+        else:
+            self._rejected_kind, self._rejected_streak = kind, 1
+        if self._rejected_streak >= self.rejections:
+            self._open(f"rejected:{kind}")
+        elif state == "half_open":
+            self.record_success()
+
+    def rejecting(self, kind: str) -> bool:
+        """Is the breaker not closed because answers of ``kind`` were refused in a row? An
+        item refused that way waits for the breaker instead of being given up on."""
+        return self._state != "closed" and self.cause == f"rejected:{kind}"
 
     def release_probe(self) -> None:
         """A probe that ended without a verdict either way (e.g. the worker is stopping)."""
         self._probe_out = False
 
-    def _open(self) -> None:
+    def _open(self, cause: str) -> None:
         if self._state != "open":
             self.opened_count += 1
+        self.cause = cause
         self._state = "open"
         self._opened_at = self.clock()
         self._probe_out = False

@@ -8,14 +8,24 @@ and falls back to the student's carried prediction when the task allows it. Its 
 - a non-retriable failure (HTTP 4xx, a refusal, an unknown item) is given up on at once;
 - an item given up on is dead-lettered with the reason, unless it is critical: then it is
   escalated to ``<task>.escalations`` for a human (DESIGN §11) — never a silent end;
-- a retriable failure (timeout, connection, 429, 5xx) is never given up on: it is retried
-  with backoff, ``max_retries`` times with a growing delay and then at the longest delay
-  for as long as it takes, like an outage (a 50% error storm must not dead-letter the
-  unlucky items); the breaker opens on consecutive failures and then every item waits;
+- ``rejections`` non-retriable answers of one kind in a row (``BLANKET_KINDS``: HTTP 4xx,
+  no label) open the breaker (an endpoint that refuses everything): from then on an item
+  refused that way waits for it, like an outage, instead of being dead-lettered;
+- a retriable failure (timeout, connection, 429, 5xx) is retried with backoff,
+  ``max_retries`` times with a growing delay and then at the longest delay, like an outage
+  (a 50% error storm must not dead-letter the unlucky items); the breaker opens on
+  consecutive failures and then every item waits. Only an item that failed
+  ``give_up_tries`` times (probes of the open breaker not counted) over ``give_up_s`` is
+  given up on: escalated to ``<task>.escalations`` (``retries_exhausted``), never
+  dead-lettered, and its partition's offset moves on;
 - while the teacher is unavailable (breaker open or budget spent) a request waits, unless
   the task's ``policy.fallback`` is on, the request is not critical (nor an audit), carries
   a student label, and is older than ``policy.deadline_s``: then it is decided by fallback;
-- a fatal failure (bad key, model or URL) is raised: the worker stops.
+- a fatal failure (bad key, model or URL) is raised: the worker stops;
+- an answer from a teacher that reads the item's text (``contradiction_confidence`` set:
+  the LLM) that contradicts the student's guess of a critical label held at or above that
+  confidence is escalated (``contradicted``), not trained on: text inside the item that
+  talks the model into "ok" must not teach the student to miss what it caught.
 """
 
 from __future__ import annotations
@@ -41,6 +51,12 @@ from workers.teacher.store import Outcome, OutcomeKind
 log = logging.getLogger(__name__)
 
 
+# Non-retriable kinds that, repeated, mean the endpoint refuses everything (a proxy answering
+# 4xx, a model that answers no label). ``refused`` (a content filter) and ``unknown_item``
+# are about one item: a moderation stream can bring many in a row.
+BLANKET_KINDS = frozenset({"rejected", "invalid_answer"})
+
+
 class Abandoned(Exception):
     """The worker is stopping: this request is left uncommitted, to be redelivered."""
 
@@ -48,6 +64,7 @@ class Abandoned(Exception):
 @dataclass
 class _Tally:
     calls: int = 0
+    tries: int = 0  # calls that count toward the give-up cap (not an open breaker's probes)
     cost: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -77,7 +94,8 @@ def may_fall_back(request: TeacherRequest, task: TaskConfig, now: float) -> bool
 class Resolver:
     def __init__(self, teacher: Teacher, task: TaskConfig, *, retry: RetryPolicy,
                  breaker: CircuitBreaker, budget: Budget, metrics: TeacherMetrics,
-                 concurrency: int = 4, wall: Clock = time.time, poll_s: float = 0.05) -> None:
+                 concurrency: int = 4, wall: Clock = time.time, poll_s: float = 0.05,
+                 contradiction_confidence: float | None = None) -> None:
         self.teacher = teacher
         self.task = task
         self.retry = retry
@@ -86,8 +104,10 @@ class Resolver:
         self.metrics = metrics
         self.wall = wall
         self.poll_s = poll_s
+        self.contradiction_confidence = contradiction_confidence
         self.stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
+        self._opened_seen = 0
 
     def available(self) -> bool:
         """Could a call go out now, as far as the breaker and the budget are concerned?"""
@@ -96,6 +116,10 @@ class Resolver:
 
     def refresh_gauges(self) -> None:
         self.metrics.breaker.set(BREAKER_STATE_VALUE[self.breaker.state])
+        if self.breaker.opened_count > self._opened_seen:
+            self.metrics.breaker_opened.labels(self.task.name, self.breaker.cause).inc(
+                self.breaker.opened_count - self._opened_seen)
+            self._opened_seen = self.breaker.opened_count
         self.metrics.budget_calls_left.set(self.budget.calls_left)
         self.metrics.budget_cost_left.set(self.budget.cost_left)
 
@@ -107,10 +131,16 @@ class Resolver:
             if isinstance(answer, Outcome):
                 return answer
             if isinstance(answer, TeacherAnswer):
+                if self._contradicts(request, answer.label):
+                    return _contradicted(request, answer, tally, started)
                 return _answered(answer, tally, started)
             exc = answer
             if exc.fatal:
                 raise exc
+            if not exc.retriable and self.breaker.rejecting(exc.kind):
+                log.info("request %s: %s; the teacher refuses everything: it waits for the "
+                         "breaker", request.id, exc)
+                continue
             if exc.kind == "invalid_answer":
                 invalid += 1
                 if invalid <= 1:
@@ -120,6 +150,8 @@ class Resolver:
                 return _given_up(request, self.task, exc, tally, started)
             if not exc.retriable:
                 return _given_up(request, self.task, exc, tally, started)
+            if self.retry.exhausted(tally.tries, time.perf_counter() - started):
+                return _exhausted(request, exc, tally, started)
             if not self.retry.should_retry(retries) and retries == self.retry.max_retries:
                 log.warning("request %s: %s after %d retries; it waits and retries at the "
                             "longest delay until the teacher answers", request.id, exc, retries)
@@ -128,6 +160,13 @@ class Resolver:
             self.metrics.retries.inc()
             log.info("request %s: %s; retry %d in %.2fs", request.id, exc, retries, delay)
             await self._sleep(delay)
+
+    def _contradicts(self, request: TeacherRequest, label: str) -> bool:
+        """Does ``label`` overrule the student's confident guess of a critical label?"""
+        floor = self.contradiction_confidence
+        return (floor is not None and request.student_label in self.task.critical_labels
+                and (request.student_confidence or 0.0) >= floor
+                and label != request.student_label)
 
     async def _attempt(self, request: TeacherRequest,
                        tally: _Tally) -> Outcome | TeacherAnswer | TeacherCallError:
@@ -138,8 +177,10 @@ class Resolver:
             async with self._slots:
                 if self.stopping.is_set():
                     raise Abandoned()
+                probe = self.breaker.state == "half_open"
                 if self.budget.available() and self.breaker.allow():
                     self.budget.try_acquire()
+                    tally.tries += 0 if probe else 1
                     return await self._call(request, tally)
             await self._sleep(self.poll_s)
 
@@ -154,8 +195,10 @@ class Resolver:
             self.metrics.failure(exc.kind)
             if exc.retriable:
                 self.breaker.record_failure()
-            else:
-                self.breaker.record_success()  # it answered: it is up
+            elif exc.kind in BLANKET_KINDS:
+                self.breaker.record_rejection(exc.kind)  # it answered, but refused
+            elif not exc.fatal:
+                self.breaker.record_success()  # an item's own refusal: it is up
             return exc
         except asyncio.CancelledError:
             self.breaker.release_probe()
@@ -193,6 +236,29 @@ def _given_up(request: TeacherRequest, task: TaskConfig, exc: TeacherCallError,
     return Outcome(kind, latency_ms=_elapsed_ms(started), cost=tally.cost,
                    tokens_in=tally.tokens_in, tokens_out=tally.tokens_out, calls=tally.calls,
                    error_kind=exc.kind, message=str(exc))
+
+
+def _exhausted(request: TeacherRequest, exc: TeacherCallError, tally: _Tally,
+               started: float) -> Outcome:
+    """A retriable failure past the give-up caps: escalated for a human, with the reason."""
+    seconds = time.perf_counter() - started
+    log.warning("request %s: giving up after %d tries over %.0fs (the last: %s): escalated",
+                request.id, tally.tries, seconds, exc)
+    return Outcome("escalate", latency_ms=seconds * 1000, cost=tally.cost,
+                   tokens_in=tally.tokens_in, tokens_out=tally.tokens_out, calls=tally.calls,
+                   error_kind="retries_exhausted",
+                   message=f"{tally.tries} tries over {seconds:.0f}s; the last: {exc.kind}: {exc}")
+
+
+def _contradicted(request: TeacherRequest, answer: TeacherAnswer, tally: _Tally,
+                  started: float) -> Outcome:
+    """The teacher overruled a confident critical guess: a human decides, nothing trains."""
+    message = (f"the teacher answered {answer.label!r}; the student said "
+               f"{request.student_label!r} at {request.student_confidence or 0.0:.2f}")
+    log.warning("request %s: %s: escalated, not trained on", request.id, message)
+    return Outcome("escalate", latency_ms=_elapsed_ms(started), cost=tally.cost,
+                   tokens_in=tally.tokens_in, tokens_out=tally.tokens_out, calls=tally.calls,
+                   error_kind="contradicted", message=message, teacher_id=answer.teacher_id)
 
 
 def _fallback(request: TeacherRequest) -> Outcome:

@@ -63,6 +63,11 @@ def store_path(settings: Settings, task: TaskConfig) -> Path:
     return settings.state_dir / "teacher" / f"{settings.topic_prefix}{task.name}.sqlite"
 
 
+def health_path(settings: Settings, task: str) -> Path:
+    """The breaker's state, written by the worker when it changes, read by ``status``."""
+    return settings.state_dir / "teacher" / f"{settings.topic_prefix}{task}.health.json"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One ledger record: an outcome under its ledger key, with when it was stored.

@@ -22,6 +22,7 @@ redelivery), flush, commit, exit.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import TypeAlias
@@ -53,9 +54,17 @@ from workers.teacher.base import Teacher, TeacherCallError
 from workers.teacher.ledger import LedgerReader, SpendCounter, encode_entry
 from workers.teacher.metrics import TeacherMetrics
 from workers.teacher.offsets import OffsetTracker
+from workers.teacher.openai_client import OpenAITeacher
 from workers.teacher.policy import Budget, CircuitBreaker, RetryPolicy
 from workers.teacher.resolve import Abandoned, Resolver, records_for
-from workers.teacher.store import Outcome, OutcomeStore, entry_for, memo_key, store_path
+from workers.teacher.store import (
+    Outcome,
+    OutcomeStore,
+    entry_for,
+    health_path,
+    memo_key,
+    store_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +112,18 @@ class TeacherWorker:
         self.metrics_port = metrics_port
         self.resolver = Resolver(
             teacher, task,
-            retry=retry or RetryPolicy(settings.teacher_max_retries, settings.teacher_backoff_s),
+            retry=retry or RetryPolicy(settings.teacher_max_retries, settings.teacher_backoff_s,
+                                       give_up_tries=settings.teacher_give_up_tries,
+                                       give_up_s=settings.teacher_give_up_s),
             breaker=breaker or CircuitBreaker(settings.teacher_breaker_failures,
-                                              settings.teacher_breaker_reset_s),
+                                              settings.teacher_breaker_reset_s,
+                                              rejections=settings.teacher_breaker_rejections),
             budget=budget or Budget(settings.teacher_calls_per_minute,
                                     settings.teacher_cost_per_hour),
-            metrics=self.metrics, concurrency=settings.teacher_concurrency)
+            metrics=self.metrics, concurrency=settings.teacher_concurrency,
+            # only a teacher that reads the item's text can be talked into an answer
+            contradiction_confidence=settings.teacher_contradiction_confidence
+            if isinstance(teacher, OpenAITeacher) else None)
         self.store = OutcomeStore(store_path(settings, task))
         # What was spent in the last hour still counts after a restart: this host's cache now,
         # what the other workers spent since as the ledger is read (each payment once).
@@ -130,6 +145,7 @@ class TeacherWorker:
         self._by_key: dict[str, asyncio.Future[Outcome]] = {}
         self._fatal: BaseException | None = None
         self._unavailable = False
+        self._health = (False, False)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -235,6 +251,26 @@ class TeacherWorker:
                      "" if self.task.policy.fallback else
                      (": stop consuming" if unavailable else ": consuming"))
         self.metrics.paused.set(1 if unavailable and not self.task.policy.fallback else 0)
+        health = (self.resolver.breaker.state != "closed", not self.resolver.budget.available())
+        if health != self._health:
+            self._health = health
+            self._write_health(*health)
+
+    def _write_health(self, breaker_open: bool, budget_spent: bool) -> None:
+        """The breaker's state and why, for ``distillery status`` on this host (half-open,
+        probing, counts as open: it is not serving)."""
+        health = {"breaker": "open" if breaker_open else "closed",
+                  "cause": self.resolver.breaker.cause if breaker_open else "",
+                  "budget_spent": budget_spent, "unavailable": breaker_open or budget_spent,
+                  "at": time.time()}
+        path = health_path(self.settings, self.task.name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_suffix(".tmp")
+            staged.write_text(json.dumps(health), encoding="utf-8")
+            staged.replace(path)
+        except OSError as exc:
+            log.warning("teacher worker for %s: cannot write %s: %s", self.task.name, path, exc)
 
     def _spawn(self, tp: TopicPartition, message: Message) -> None:
         token = self.tracker.start(tp, message.offset)
@@ -354,7 +390,7 @@ class TeacherWorker:
             return
         key = request.id.encode("utf-8")
         if outcome.kind == "escalate":
-            log.warning("escalating critical item %s for human review: %s: %s", request.id,
+            log.warning("escalating item %s for human review: %s: %s", request.id,
                         outcome.error_kind, outcome.message)
             self.metrics.outcome("escalated")
             record = Escalation(

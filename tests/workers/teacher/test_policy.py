@@ -362,6 +362,99 @@ def test_resolver_never_dead_letters_a_retriable_failure() -> None:
     assert (outcome.kind, teacher.calls) == ("answer", 7)
 
 
+def test_breaker_opens_on_refusals_of_one_kind_in_a_row() -> None:
+    # Issue 29 (4): a 4xx counted as a success, so a proxy refusing everything drained the
+    # whole queue into dead letters at full speed.
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, reset_s=10.0, clock=clock, rejections=3)
+    breaker.record_rejection("rejected")
+    breaker.record_rejection("invalid_answer")  # another kind: the count starts again
+    breaker.record_rejection("invalid_answer")
+    assert breaker.state == "closed" and not breaker.rejecting("invalid_answer")
+    breaker.record_rejection("invalid_answer")
+    assert (breaker.state, breaker.cause) == ("open", "rejected:invalid_answer")
+    assert breaker.rejecting("invalid_answer") and not breaker.rejecting("rejected")
+    clock.now += 10.0
+    assert breaker.allow()  # the probe
+    breaker.record_rejection("invalid_answer")  # refused again: open again
+    assert breaker.state == "open" and breaker.opened_count == 2
+    clock.now += 10.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed" and not breaker.rejecting("invalid_answer")
+    breaker.record_rejection("invalid_answer")
+    assert breaker.state == "closed"  # the streak ended with the success
+
+
+def _resolve_many(teacher: Scripted, n: int, *, rejections: int, retry: RetryPolicy,
+                  failures: int = 10) -> tuple[list[Outcome], TeacherMetrics]:
+    metrics = TeacherMetrics("tickets")
+
+    async def go() -> list[Outcome]:
+        resolver = Resolver(teacher, TICKETS, retry=retry, metrics=metrics, poll_s=0.005,
+                            breaker=CircuitBreaker(failures, 0.02, rejections=rejections),
+                            budget=Budget(1e6, 1e6), concurrency=1)
+        outcomes = []
+        for i in range(n):
+            outcomes.append(await resolver.resolve(request(f"r{i}")))
+        resolver.refresh_gauges()
+        return outcomes
+
+    return asyncio.run(go()), metrics
+
+
+def test_a_teacher_refusing_everything_pauses_instead_of_dead_lettering_the_queue() -> None:
+    http_400 = TeacherCallError("HTTP 400: bad request", kind="rejected", retriable=False)
+    teacher = Scripted([http_400] * 7 + ["billing"])  # refuses 7 calls, then recovers
+    outcomes, metrics = _resolve_many(teacher, 10, rejections=5, retry=RetryPolicy(2, 0.001))
+    kinds = [o.kind for o in outcomes]
+    # four refusals are the item's own; the fifth in a row opens the breaker: that item and
+    # every later one waits (two probes refused) and is answered once the teacher is back
+    assert kinds == ["dead"] * 4 + ["answer"] * 6, kinds
+    assert teacher.calls == 7 + 6
+    assert metrics.value("distillery_teacher_breaker_opened_total",
+                         cause="rejected:rejected") == 3
+
+
+def test_a_content_filter_refusing_items_in_a_row_does_not_open_the_breaker() -> None:
+    refused = TeacherCallError("the teacher refused", kind="refused", retriable=False)
+    outcomes, _ = _resolve_many(Scripted([refused]), 8, rejections=3,
+                                retry=RetryPolicy(2, 0.001))
+    assert [o.kind for o in outcomes] == ["dead"] * 8
+
+
+def test_an_item_failing_without_end_is_escalated_not_held_for_ever() -> None:
+    # Issue 29 (5): a retriable failure had no cap: one item that always times out held a
+    # slot and its partition's committed offset.
+    retry = RetryPolicy(2, 0.001, give_up_tries=4, give_up_s=0.0)
+    outcome, teacher, _ = _resolve_with(retry, [_retriable("timeout")])
+    assert (outcome.kind, outcome.error_kind, teacher.calls) == ("escalate",
+                                                                 "retries_exhausted", 4)
+    assert "4 tries" in outcome.message and "timeout" in outcome.message
+    # an open breaker's probes do not count: in an outage (the breaker opens at each
+    # failure) the item waits and is answered when the teacher is back
+    outcome, teacher, _ = _resolve_with(retry, [_retriable("timeout")] * 6 + ["billing"],
+                                        failures=1)
+    assert (outcome.kind, outcome.label, teacher.calls) == ("answer", "billing", 7)
+    # not before give_up_s has passed too
+    outcome, teacher, _ = _resolve_with(RetryPolicy(2, 0.001, give_up_tries=2, give_up_s=60),
+                                        [_retriable()] * 5 + ["billing"])
+    assert (outcome.kind, teacher.calls) == ("answer", 6)
+
+
+def _resolve_with(retry: RetryPolicy, steps: list[str | TeacherCallError], failures: int = 10
+                  ) -> tuple[Outcome, Scripted, TeacherMetrics]:
+    teacher = Scripted(steps)
+    metrics = TeacherMetrics("tickets")
+
+    async def go() -> Outcome:
+        resolver = Resolver(teacher, TICKETS, retry=retry, metrics=metrics, poll_s=0.005,
+                            breaker=CircuitBreaker(failures, 0.02), budget=Budget(1e6, 1e6))
+        return await resolver.resolve(request())
+
+    return asyncio.run(go()), teacher, metrics
+
+
 def test_resolver_escalates_a_critical_item_it_cannot_decide() -> None:
     refused = TeacherCallError("the teacher refused", kind="refused", retriable=False)
     critical = request(reason="critical", student_label="security_incident")

@@ -20,8 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from distillery.settings import Settings
 from distillery.tasks import TICKETS, RoutingPolicy, TaskConfig
-from schemas.records import DeadLetter, Decision, TeacherRequest, TeacherVerdict
+from schemas.records import DeadLetter, Decision, Escalation, TeacherRequest, TeacherVerdict
 from schemas.serde import decode, encode
+from streams.topics import escalations_topic
+from workers.runtime.status import teacher_health
 from workers.sim.fake_teacher import FakeTeacherServer, label, slow, status
 from workers.teacher import (
     Budget,
@@ -31,6 +33,7 @@ from workers.teacher import (
     Teacher,
     TeacherWorker,
 )
+from workers.teacher.store import health_path
 from workers.teacher.worker import group_id
 
 pytestmark = pytest.mark.kafka
@@ -126,7 +129,7 @@ def req(item_id: str, answer: str, reason: str = "low_confidence", text: str | N
 def fast(settings: Settings, **update: Any) -> Settings:
     base = {"teacher_timeout_s": 0.5, "teacher_max_retries": 2, "teacher_backoff_s": 0.05,
             "teacher_breaker_failures": 20, "teacher_breaker_reset_s": 0.3,
-            "teacher_concurrency": 4}
+            "teacher_concurrency": 4, "teacher_breaker_rejections": 20}
     return settings.model_copy(update={**base, **update})
 
 
@@ -426,3 +429,75 @@ def test_stop_while_budget_spent_leaves_waiting_requests_for_the_next_worker(
     # decided were either not redelivered or replayed from the store, never paid again
     assert second_worker.metrics.value("distillery_teacher_calls_total", outcome="ok") == 6
     assert {d.id for d in out.decisions} == {r.id for r in items} and not out.dead
+
+
+# --- an endpoint that refuses everything; an item that never succeeds (issue 29, 4 and 5) ---
+def test_a_teacher_answering_400_to_everything_pauses_the_worker(kafka_settings: Settings
+                                                                  ) -> None:
+    settings = fast(kafka_settings, teacher_breaker_rejections=5)
+    items = [req(f"p{i}", "billing") for i in range(30)]
+    with FakeTeacherServer(default=lambda item, labels: status(400)) as server:
+        teacher = OpenAITeacher(server.base_url, "fake", timeout_s=1.0)
+        seen: dict[str, Any] = {}
+
+        async def scenario(worker: TeacherWorker, collector: Collector) -> None:
+            await produce(settings, TICKETS, list(items))
+            deadline = time.monotonic() + 30
+            while worker.metrics.value("distillery_teacher_paused") != 1.0:
+                assert time.monotonic() < deadline, "the worker never paused"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # a few probes, each refused
+            seen["dead"] = len(collector.out.dead)
+            seen["health"] = json.loads(health_path(settings, "tickets").read_text())
+            seen["status"] = teacher_health(settings, "teacher-tickets")
+            server.default = lambda item, labels: "billing"  # the proxy is fixed
+            await collector.wait(lambda o: len(o.decisions) + len(o.dead) >= len(items), 60)
+            await asyncio.sleep(0.3)
+
+        worker, out = asyncio.run(with_worker(settings, teacher, scenario))
+    # four refusals were the items' own (dead letters with the reason); the fifth in a row
+    # opened the breaker and everything else waited for the teacher instead
+    assert seen["dead"] == 4 and len(out.dead) == 4, [d.message for d in out.dead]
+    assert {d.error_kind for d in out.dead} == {"rejected"}
+    assert {d.id for d in out.decisions} == {r.id for r in items} - {
+        d.key.decode() for d in out.dead if d.key}
+    assert seen["health"]["unavailable"] and seen["health"]["cause"] == "rejected:rejected"
+    assert seen["status"] == "open (rejected:rejected)"  # what `distillery status` shows
+    assert worker.metrics.value("distillery_teacher_breaker_opened_total",
+                                cause="rejected:rejected") >= 1
+    assert "breaker_opened_total" in worker.metrics.render().decode()
+
+
+def test_an_item_that_always_times_out_is_escalated_and_its_offset_moves_on(
+        kafka_settings: Settings) -> None:
+    settings = fast(kafka_settings, teacher_give_up_tries=3,
+                    teacher_give_up_s=0.0, teacher_max_retries=1)
+    items = [req("stuck", "billing"), *[req(f"after{i}", "shipping") for i in range(5)]]
+    with FakeTeacherServer() as server:
+        server.script("item stuck ", slow(2.0, "billing"))  # always past the 0.5 s timeout
+        teacher = OpenAITeacher(server.base_url, "fake", timeout_s=0.5)
+
+        async def scenario(worker: TeacherWorker, collector: Collector) -> None:
+            await produce(settings, TICKETS, list(items))
+            await collector.wait(lambda o: len(o.decisions) >= 5, 60)
+            deadline = time.monotonic() + 30
+            while worker.metrics.value("distillery_teacher_outcomes_total",
+                                       outcome="escalated") < 1:
+                assert time.monotonic() < deadline, "the stuck item was never given up on"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # a commit interval
+            await worker.commit()
+
+        worker, out = asyncio.run(with_worker(settings, teacher, scenario))
+        calls = len(server.calls_for("item stuck "))
+    escalations = [decode(m.value, Escalation) for m in read_escalations(settings)]
+    assert [(e.id, e.kind) for e in escalations] == [("stuck", "retries_exhausted")]
+    assert "3 tries" in escalations[0].message and "timeout" in escalations[0].message
+    assert calls == 3 and not out.dead and "stuck" not in {d.id for d in out.decisions}
+    assert committed_total(settings) == len(items)  # the offset moved past it
+
+
+def read_escalations(settings: Settings) -> list[Any]:
+    from workers.trainer.consume import read_range
+
+    return asyncio.run(read_range(settings, [settings.topic(escalations_topic(TICKETS))]))
