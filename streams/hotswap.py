@@ -165,13 +165,17 @@ class AnnouncementFollower:
             group_id=None, enable_auto_commit=False, **self.settings.aiokafka_kwargs()
         )
         self._consumer = consumer
-        await consumer.start()
         try:
+            await consumer.start()
             tps = [TopicPartition(topic, p) for p in range(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
             await self._catch_up(consumer, tps, end)
+        except Exception:
+            await self._ready_if_served()
+            raise
+        else:
             await self._fall_back_where_empty()
             self.ready.set()
             while True:
@@ -180,8 +184,17 @@ class AnnouncementFollower:
                     for message in messages:
                         await self._apply(message.value)
         finally:
-            self.ready.set()
             await consumer.stop()
+
+    async def _ready_if_served(self) -> None:
+        """Catch-up failed (``run_forever`` tries again): ready only if every task has a
+        model, the registry's serving version if need be. Not ready otherwise: a worker that
+        consumed now would send everything to the teacher as a cold start."""
+        if self.ready.is_set():
+            return
+        await self._fall_back_where_empty()
+        if all(holder.current is not None for holder in self.holders.values()):
+            self.ready.set()
 
     async def _catch_up(self, consumer: Any, tps: list[Any], end: dict[Any, int]) -> None:
         latest: dict[str, tuple[int, bytes]] = {}  # task -> (timestamp, value)

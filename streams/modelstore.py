@@ -41,9 +41,11 @@ BLOBS_TOPIC = "models.blobs"
 CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
 FILES = (MODEL_FILE, MANIFEST_FILE)
 REMOTE_DIR = ".remote"
-# the only names a URI may carry: a task's name (as ``distillery.tasks`` allows it) and a
-# version name of the registry's own form (``v0001``); nothing that can walk a path
+# the only names a URI may carry: a task's name (as ``distillery.tasks`` allows it), with a
+# later stage's name after a slash (``tickets/embed``: ``models.embed.tier2.registry_key``),
+# and a version name of the registry's own form (``v0001``); nothing that can walk a path
 TASK_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}(/[a-z0-9_-]{1,32})?")
 VERSION_NAME = re.compile(r"v[0-9]{4,9}")
 T = TypeVar("T")
 
@@ -117,15 +119,15 @@ async def _publish(settings: Settings, task: str, version: str, directory: Path)
 def parse_uri(uri: str) -> tuple[str, str, str, int, int]:
     """(topic, task, version, partition, offset) of a ``kafka://`` model URI.
 
-    The task must be a task name and the version a registry version name (``v0001``):
-    anything else (``..``, a slash, an empty part) is refused with ``ModelError``."""
+    The task must be a task name (or ``<task>/<stage>``) and the version a registry version
+    name (``v0001``): anything else (``..``, an empty part) is refused with ``ModelError``."""
     parsed = urlparse(uri)
     parts = parsed.path.strip("/").split("/")
     query = parse_qs(parsed.query)
-    if parsed.scheme != "kafka" or len(parts) != 2 or not parsed.netloc:
+    if parsed.scheme != "kafka" or len(parts) not in (2, 3) or not parsed.netloc:
         raise ModelError(f"not a kafka model uri: {uri!r}")
-    task, version = parts
-    if not TASK_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
+    task, version = "/".join(parts[:-1]), parts[-1]
+    if not KEY_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
         raise ModelError(f"kafka model uri {uri!r}: {task!r}/{version!r} is not a task name "
                          "and a version name (v0001); refused")
     try:
@@ -138,13 +140,14 @@ def parse_uri(uri: str) -> tuple[str, str, str, int, int]:
 
 
 def local_copy(settings: Settings, task: str, version: str) -> Path:
-    """``<registry_root>/.remote/<task>/<version>``; ``ModelError`` for names that are not a
-    task's and a version's, or a path that would resolve outside ``.remote``."""
-    if not TASK_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
+    """``<registry_root>/.remote/<task>[/<stage>]/<version>``; ``ModelError`` for names that
+    are not a task's and a version's, or a path that would resolve outside ``.remote``."""
+    if not KEY_NAME.fullmatch(task) or not VERSION_NAME.fullmatch(version):
         raise ModelError(f"{task!r}/{version!r} is not a task name and a version name; refused")
     remote = (settings.registry_root / REMOTE_DIR).resolve()
-    target = (remote / task / version).resolve()
-    if target.parent.parent != remote:
+    parts = [*task.split("/"), version]
+    target = remote.joinpath(*parts).resolve()
+    if target != remote.joinpath(*parts) or not target.is_relative_to(remote):
         raise ModelError(f"{target} is outside {remote}; refused")
     return target
 

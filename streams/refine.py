@@ -48,7 +48,7 @@ from models.policy import REASONS, decide
 from schemas.records import DEFAULT_MAX_TEXT_CHARS, Decision, ModelAnnouncement, TeacherRequest
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter, encode_output
-from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, inside_registry
+from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, announced_directory
 from streams.metrics import RefineMetrics
 from streams.routing import Policy, StudentLike, audit_selected, task_rules
 from streams.send import (
@@ -161,7 +161,7 @@ def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
         from models.embed.tier2 import EmbedStudent
 
-        return EmbedStudent.load(inside_registry(settings, announcement.uri), encoder(),
+        return EmbedStudent.load(announced_directory(settings, announcement), encoder(),
                                  expected_sha256=announcement.sha256,
                                  threads=settings.student_threads)
 

@@ -91,3 +91,31 @@ def test_a_worker_whose_newest_version_cannot_load_falls_back_to_the_serving_one
 
     asyncio.run(go())
     assert holder.current is not None and holder.current.version == "v3"
+
+
+class _FailingCatchUp(AnnouncementFollower):
+    async def _catch_up(self, consumer: Any, tps: list[Any], end: dict[Any, int]) -> None:
+        raise RuntimeError("the broker went away mid catch-up")
+
+
+@pytest.mark.kafka
+def test_a_catch_up_that_raises_is_not_ready_without_a_model(kafka_settings: Any) -> None:
+    # Issue 29 (9): the follower set ``ready`` in a ``finally``, so a catch-up that raised
+    # let the worker consume with no model: a burst of cold-start calls to the teacher.
+    def loader(a: ModelAnnouncement) -> Any:
+        return _Student(a.version, ["billing", "refunds"])
+
+    def outcome(fallback: ModelAnnouncement | None) -> tuple[bool, str | None]:
+        holder = ModelHolder("tickets", loader, lambda task, version: None)
+        follower = _FailingCatchUp(kafka_settings, {"tickets": holder},
+                                   fallback=lambda task: fallback)
+
+        async def go() -> None:
+            with pytest.raises(RuntimeError, match="mid catch-up"):
+                await follower.run()
+
+        asyncio.run(go())
+        return follower.ready.is_set(), holder.current.version if holder.current else None
+
+    assert outcome(None) == (False, None)  # nothing to serve: not ready, run_forever retries
+    assert outcome(_announcement("v3")) == (True, "v3")  # the registry's version serves

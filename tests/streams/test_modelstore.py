@@ -21,7 +21,7 @@ from models.registry import Registry
 from models.runtime import Student, sha256_of
 from schemas.records import ModelAnnouncement
 from streams.announce import announce_manifest, publish_announcement
-from streams.hotswap import ModelHolder, default_loader
+from streams.hotswap import ModelHolder, announced_directory, default_loader
 from streams.modelstore import (
     BLOBS_TOPIC,
     blobs_spec,
@@ -129,11 +129,36 @@ def test_a_uri_names_only_a_task_and_a_version(uri: str) -> None:
 
 def test_local_copy_stays_inside_remote(tmp_path: Path) -> None:
     settings = Settings(registry_root=tmp_path / "registry")
-    for task, version in [("..", ".."), ("tickets", ".."), ("..", "v0001"), ("a/b", "v0001")]:
+    for task, version in [("..", ".."), ("tickets", ".."), ("..", "v0001"),
+                          ("tickets/..", "v0001"), ("tickets/embed/x", "v0001"),
+                          ("tickets/", "v0001"), ("/tickets", "v0001")]:
         with pytest.raises(ModelError):
             local_copy(settings, task, version)
     assert local_copy(settings, "tickets", "v0001") == (
         tmp_path / "registry" / ".remote" / "tickets" / "v0001").resolve()
+    assert local_copy(settings, "tickets/embed", "v0001") == (  # a later stage's versions
+        tmp_path / "registry" / ".remote" / "tickets" / "embed" / "v0001").resolve()
+
+
+def test_a_later_stage_is_fetched_from_kafka_too(kafka_settings: Settings,
+                                                 tmp_path: Path) -> None:
+    # Issue 29 (9): tier 2's loader refused kafka:// URIs, so with MODEL_STORE=kafka the
+    # refine worker never served. Its versions (key "<task>/embed") travel like tier 1's.
+    _version(tmp_path / "publisher" / "v0003", 1 << 12, "v0003")
+    uri = publish_version(kafka_settings, "tickets/embed", "v0003",
+                          tmp_path / "publisher" / "v0003")
+    assert parse_uri(uri)[1:3] == ("tickets/embed", "v0003")
+    announcement = ModelAnnouncement(task="tickets/embed", version="v0003", uri=uri,
+                                     sha256="0" * 64, labels=LABELS)
+    other = kafka_settings.model_copy(update={"registry_root": tmp_path / "other-host",
+                                              "model_store": "kafka"})
+    directory = announced_directory(other, announcement)
+    assert directory == (tmp_path / "other-host" / ".remote" / "tickets" / "embed"
+                         / "v0003").resolve()
+    assert (directory / "model.onnx").read_bytes() == (
+        tmp_path / "publisher" / "v0003" / "model.onnx").read_bytes()
+    with pytest.raises(ModelError, match="MODEL_STORE"):  # only with the kafka store
+        announced_directory(kafka_settings, announcement)
 
 
 def _produce(settings: Settings, topic: str, key: bytes, value: bytes) -> int:
