@@ -166,7 +166,9 @@ class Client:
             from kafka import KafkaProducer
 
             try:
-                self._producer = KafkaProducer(acks="all", linger_ms=5, **self._kafka())
+                self._producer = KafkaProducer(
+                    linger_ms=5, client_id=self.client_id,
+                    **self.settings.kafka_python_producer_kwargs())
             except KafkaError as exc:
                 raise BrokerError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: "
                                   f"{exc}") from exc

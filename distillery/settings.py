@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     kafka_ssl_password: SecretStr | None = None
     topic_prefix: str = ""
     topic_partitions: int = Field(6, ge=1)
-    topic_replication: int = Field(1, ge=1)
+    # replicas of each topic created (None: 3, or every broker of a smaller cluster) and the
+    # replicas a write must reach before it is acked (None: replication - 1, at least 1)
+    topic_replication: int | None = Field(None, ge=1)
+    topic_min_insync_replicas: int | None = Field(None, ge=1)
+    kafka_idempotence: bool = True  # producers: a retried send is never written twice
     topic_retention_ms: int = 7 * 24 * 3600 * 1000
     # --- delivery and faults (issue 14) ----------------------------------------------------
     topic_wait_s: float = Field(120.0, gt=0.0)  # wait for topics in the metadata, then fail
@@ -243,6 +247,18 @@ class Settings(BaseSettings):
                       ssl_keyfile=_str(self.kafka_ssl_keyfile),
                       ssl_password=_reveal(self.kafka_ssl_password))
         return kw
+
+    def kafka_python_producer_kwargs(self) -> dict[str, Any]:
+        """``kafka_python_kwargs`` for a producer: acks from every in-sync replica, and
+        idempotent (``kafka_idempotence``)."""
+        return {**self.kafka_python_kwargs(), "acks": "all",
+                "enable_idempotence": self.kafka_idempotence}
+
+    def aiokafka_producer_kwargs(self) -> dict[str, Any]:
+        """``aiokafka_kwargs`` for a producer: acks from every in-sync replica, and
+        idempotent (``kafka_idempotence``)."""
+        return {**self.aiokafka_kwargs(), "acks": "all",
+                "enable_idempotence": self.kafka_idempotence}
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """Connection kwargs for aiokafka clients (the library under faust)."""

@@ -165,6 +165,7 @@ class Registry:
         """Store a new version (not serving yet) and return its manifest."""
         folder = self.root / task
         folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale(folder, ".staging-")
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
             _fsync_write(staging / MODEL_FILE, model)
@@ -212,9 +213,12 @@ class Registry:
         self._write_state(task, previous, history, "rollback")
         return manifest
 
-    def prune(self, task: str, keep: int | None = None) -> list[str]:
+    def prune(self, task: str, keep: int | None = None,
+              before_remove: Callable[[str, Path], object] | None = None) -> list[str]:
         """Delete versions other than the serving one, the one a rollback would return to,
-        and the newest ``keep`` (default: the registry's ``keep``). Returns the deleted."""
+        and the newest ``keep`` (default: the registry's ``keep``). Returns the deleted.
+        ``before_remove(version, directory)`` runs before each folder goes (e.g. to
+        tombstone the version's bytes on Kafka)."""
         keep = self.keep if keep is None else keep
         if keep < 0:
             raise RegistryError("prune needs keep >= 0")
@@ -225,6 +229,8 @@ class Registry:
         protected |= {str(v) for v in [state.get("serving"), *history[-2:]] if v}
         removed = [v for v in versions if v not in protected]
         for version in removed:
+            if before_remove is not None:
+                before_remove(version, self.root / task / version)
             shutil.rmtree(self.root / task / version)
         if removed and state.get("serving"):
             kept = [v for v in history if v not in removed]
@@ -234,3 +240,22 @@ class Registry:
     def _write_state(self, task: str, serving: str, history: list[str], action: str) -> None:
         state = {"serving": serving, "history": history, "action": action, "updated_at": _now()}
         write_atomic(self.root / task / STATE_FILE, json.dumps(state, indent=2))
+
+
+STALE_S = 3600.0  # a staging folder this old was left by a writer that died (SIGKILL)
+
+
+def sweep_stale(folder: Path, prefix: str, older_than_s: float = STALE_S) -> list[Path]:
+    """Remove ``<folder>/<prefix>*`` folders not touched for ``older_than_s``: what a
+    writer killed mid-publish (or mid-fetch) left. A live writer's folder is newer."""
+    import time
+
+    removed = []
+    for path in folder.glob(f"{prefix}*"):
+        try:
+            if path.is_dir() and time.time() - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -39,8 +39,8 @@ def publish_announcement(settings: Settings, announcement: ModelAnnouncement) ->
 
     producer: Any = None
     try:
-        producer = KafkaProducer(acks="all", client_id="distillery-announce",
-                                 **settings.kafka_python_kwargs())
+        producer = KafkaProducer(client_id="distillery-announce",
+                                 **settings.kafka_python_producer_kwargs())
         future = producer.send(
             settings.topic(MODELS_TOPIC), key=announcement.task.encode("utf-8"),
             value=encode(announcement),

@@ -35,12 +35,14 @@ from urllib.parse import parse_qs, urlparse
 
 from distillery.errors import BrokerError, ModelError
 from distillery.settings import Settings
+from models.registry import sweep_stale
 from models.runtime import MANIFEST_FILE, MODEL_FILE
 
 BLOBS_TOPIC = "models.blobs"
 CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
 FILES = (MODEL_FILE, MANIFEST_FILE)
 REMOTE_DIR = ".remote"
+KEEP_REMOTE = 3  # fetched versions a host keeps per task
 # the only names a URI may carry: a task's name (as ``distillery.tasks`` allows it), with a
 # later stage's name after a slash (``tickets/embed``: ``models.embed.tier2.registry_key``),
 # and a version name of the registry's own form (``v0001``); nothing that can walk a path
@@ -91,8 +93,9 @@ async def _publish(settings: Settings, task: str, version: str, directory: Path)
     from aiokafka.errors import KafkaError
 
     topic = settings.topic(BLOBS_TOPIC)
-    producer = AIOKafkaProducer(acks="all", linger_ms=5, max_request_size=2 * CHUNK_BYTES,
-                                client_id="distillery-modelstore", **settings.aiokafka_kwargs())
+    producer = AIOKafkaProducer(linger_ms=5, max_request_size=2 * CHUNK_BYTES,
+                                client_id="distillery-modelstore",
+                                **settings.aiokafka_producer_kwargs())
     index: dict[str, Any] = {"task": task, "version": version, "files": {}}
     offsets: list[int] = []
     try:
@@ -166,7 +169,8 @@ def fetch_version(settings: Settings, uri: str, timeout_s: float = 120.0) -> Pat
     if (target / "index.json").is_file() and _intact(target):
         return target
     records = _read(settings, topic, partition, offset, task, version, timeout_s)
-    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=_mkdir(target.parent)))
+    sweep_stale(_mkdir(target.parent), ".fetch-")
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
     try:
         index = records.pop("index")
         parsed = json.loads(index)
@@ -185,7 +189,65 @@ def fetch_version(settings: Settings, uri: str, timeout_s: float = 120.0) -> Pat
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    prune_remote(target.parent, keep=KEEP_REMOTE)
     return target
+
+
+def prune_remote(folder: Path, keep: int = 3) -> list[str]:
+    """Delete all but the newest ``keep`` fetched versions in ``.remote/<task>``: a worker
+    has loaded what it serves into memory, and an older version is fetched again if it is
+    ever rolled back to."""
+    versions = sorted(p.name for p in folder.iterdir() if VERSION_NAME.fullmatch(p.name))
+    removed = versions[:-keep] if keep > 0 else versions
+    for name in removed:
+        shutil.rmtree(folder / name, ignore_errors=True)
+    return removed
+
+
+def chunk_keys(task: str, version: str, directory: Path) -> list[str]:
+    """Every key a version's files were published under, and its index's."""
+    keys = []
+    for name in FILES:
+        size = (directory / name).stat().st_size
+        chunks = max(1, -(-size // CHUNK_BYTES))
+        keys += [f"{task}/{version}/{name}/{i:05d}" for i in range(chunks)]
+    return [*keys, f"{task}/{version}/index"]
+
+
+def tombstone_version(settings: Settings, task: str, version: str, directory: Path) -> int:
+    """Write a tombstone for each of a pruned version's records on ``models.blobs``, so
+    compaction removes its bytes; returns how many."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    keys = chunk_keys(task, version, directory)
+    try:
+        producer = KafkaProducer(client_id="distillery-modelstore",
+                                 **settings.kafka_python_producer_kwargs())
+        try:
+            futures = [producer.send(settings.topic(BLOBS_TOPIC), key=k.encode(), value=None,
+                                     partition=0) for k in keys]
+            producer.flush()
+            for future in futures:
+                future.get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as exc:
+        raise BrokerError(f"could not tombstone {task} {version} on "
+                          f"{settings.topic(BLOBS_TOPIC)}: {exc}") from exc
+    return len(keys)
+
+
+def prune_versions(settings: Settings, key: str, keep: int | None = None) -> list[str]:
+    """``Registry.prune`` of a task's (or stage's) versions; with the Kafka model store the
+    pruned versions' bytes on ``models.blobs`` are tombstoned too."""
+    from models.registry import Registry
+
+    def tombstone(version: str, directory: Path) -> None:
+        tombstone_version(settings, key, version, directory)
+
+    return Registry.from_settings(settings).prune(
+        key, keep, before_remove=tombstone if settings.model_store == "kafka" else None)
 
 
 def _mkdir(path: Path) -> Path:

@@ -210,9 +210,9 @@ class RefineWorker:
         s = self.settings
         await wait_for_topics(s, sorted({*self.rt.topics.values(), s.topic(MODELS_TOPIC)}))
         kafka = s.aiokafka_kwargs()
-        producer = AIOKafkaProducer(acks="all", linger_ms=5,
+        producer = AIOKafkaProducer(linger_ms=5,
                                     request_timeout_ms=int(s.producer_request_timeout_s * 1000),
-                                    **kafka)
+                                    **s.aiokafka_producer_kwargs())
         consumer = AIOKafkaConsumer(group_id=group_id(s, self.task), enable_auto_commit=False,
                                     auto_offset_reset="earliest", metadata_max_age_ms=30_000,
                                     **kafka)

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.errors import BrokerError
+from distillery.errors import BrokerError, ConfigError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig, load_tasks
 
@@ -112,6 +112,28 @@ def admin_client(settings: Settings) -> Any:
                           f"({type(exc).__name__})") from exc
 
 
+def replication_for(settings: Settings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the topics created on a cluster of
+    ``brokers``: the settings', else 3 replicas (every broker of a smaller cluster) of which a
+    write must reach all but one before it is acked. With ``acks=all`` an acked record is on
+    at least ``min.insync`` brokers: 3/2 survives the loss of any one broker (and a second
+    stops writes rather than lose acked ones); the embedded broker (1/1) survives a restart
+    of its process, not the loss of its disk.
+
+    >>> [replication_for(Settings(), n) for n in (1, 2, 3, 5)]
+    [(1, 1), (2, 1), (3, 2), (3, 2)]
+    """
+    replication = settings.topic_replication or min(3, brokers)
+    min_insync = settings.topic_min_insync_replicas or max(1, replication - 1)
+    if replication > brokers:
+        raise ConfigError(f"DISTILLERY_TOPIC_REPLICATION is {replication}, but the cluster has "
+                          f"{brokers} broker(s)")
+    if min_insync > replication:
+        raise ConfigError(f"DISTILLERY_TOPIC_MIN_INSYNC_REPLICAS ({min_insync}) is more than "
+                          f"the replication factor ({replication}): no write could be acked")
+    return replication, min_insync
+
+
 def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
     """Create the catalogue's topics that do not exist yet; returns the names created."""
     from kafka.admin import NewTopic
@@ -123,12 +145,15 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> l
         existing = set(admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         created: list[str] = []
+        if missing:
+            brokers = len(admin.describe_cluster().get("brokers") or []) or 1
+            replication, min_insync = replication_for(settings, brokers)
         for spec in missing:
             topic = NewTopic(
                 spec.name,
                 num_partitions=spec.partitions,
-                replication_factor=settings.topic_replication,
-                topic_configs=spec.config,
+                replication_factor=replication,
+                topic_configs={"min.insync.replicas": str(min_insync), **spec.config},
             )
             try:
                 admin.create_topics([topic])

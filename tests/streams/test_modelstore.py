@@ -232,3 +232,56 @@ def test_a_worker_refuses_and_counts_the_traversal_announcement(kafka_settings: 
         stop(worker)
     assert sentinel.read_text(encoding="utf-8") == "must survive"
     assert (state / "registry").is_dir()
+
+
+def test_pruned_versions_are_tombstoned_and_old_copies_go(kafka_settings: Settings,
+                                                          tmp_path: Path) -> None:
+    # Issue 29 (9): models.blobs was never tombstoned and .remote never pruned, so every
+    # version ever promoted stayed on the broker and on every worker's disk.
+    from streams.modelstore import chunk_keys, prune_remote, prune_versions
+    from tests.streams.kit import read_all
+
+    settings = kafka_settings.model_copy(update={"model_store": "kafka"})
+    registry = Registry(settings.registry_root)
+    for n in range(1, 5):
+        staged = tmp_path / "staged" / f"v{n:04d}"
+        _version(staged, 1 << 12, f"v{n:04d}")
+        manifest = registry.publish("tickets", (staged / "model.onnx").read_bytes(),
+                                    json.loads((staged / "manifest.json").read_text("utf-8")))
+        publish_version(settings, "tickets", manifest.version, manifest.directory)
+    registry.promote("tickets", "v0004")
+    keys = {v: chunk_keys("tickets", v, registry.root / "tickets" / v)
+            for v in ("v0001", "v0002")}
+    assert prune_versions(settings, "tickets", keep=2) == ["v0001", "v0002"]
+    records = [(m.key.decode(), m.value) for m in read_all(settings, BLOBS_TOPIC)]
+    tombstones = {k for k, v in records if v is None}
+    assert tombstones == set(keys["v0001"]) | set(keys["v0002"])
+    # a host's fetched copies: the newest three stay
+    remote = tmp_path / "remote" / "tickets"
+    for n in range(1, 6):
+        (remote / f"v{n:04d}").mkdir(parents=True)
+    (remote / ".fetch-live").mkdir()
+    assert prune_remote(remote, keep=3) == ["v0001", "v0002"]
+    assert sorted(p.name for p in remote.iterdir()) == [".fetch-live", "v0003", "v0004",
+                                                        "v0005"]
+
+
+def test_what_a_killed_publisher_left_is_swept(tmp_path: Path) -> None:
+    import os
+
+    from models.registry import STALE_S
+
+    registry = Registry(tmp_path / "registry")
+    folder = tmp_path / "registry" / "tickets"
+    stale, live = folder / ".staging-dead", folder / ".staging-live"
+    for path in (stale, live):
+        path.mkdir(parents=True)
+        (path / "model.onnx").write_bytes(b"half written")
+    old = time.time() - STALE_S - 60
+    os.utime(stale, (old, old))
+    staged = tmp_path / "staged" / "v0001"
+    _version(staged, 1 << 12)
+    registry.publish("tickets", (staged / "model.onnx").read_bytes(),
+                     json.loads((staged / "manifest.json").read_text("utf-8")))
+    assert not stale.exists() and live.exists()  # a live writer's folder is left alone
+    assert registry.versions("tickets") == ["v0001"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.settings import load_settings
+from distillery.settings import Settings, load_settings
 from schemas.records import Ticket
 from schemas.serde import encode
 from streams.topics import create_topics
@@ -96,3 +96,27 @@ def test_add_a_worker_then_stop_one_under_load(kafka_bootstrap: str, tmp_path: P
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
     print(f"scale test: {len(wanted)} events, {duplicates} duplicates "
           f"(worker A read {a_before:.0f}+ before it left)")
+
+
+def test_topics_are_created_with_the_replication_the_cluster_allows(
+        kafka_settings: Settings) -> None:
+    # Issue 29 (9): topics had replication 1 and no min.insync.replicas whatever the cluster.
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from distillery.errors import ConfigError
+    from streams.topics import admin_client, create_topics
+
+    admin = admin_client(kafka_settings)
+    try:
+        topic = kafka_settings.topic("tickets")
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        entry = next(iter(next(iter(found.values())).values()))["min.insync.replicas"]
+
+    finally:
+        admin.close()
+    # set on the topic (not the broker's default): one broker, 1 replica, 1 in sync
+    assert (entry["value"], entry["config_source"]) == ("1", "DYNAMIC_TOPIC_CONFIG")
+    fresh = kafka_settings.model_copy(update={"topic_prefix": kafka_settings.topic_prefix + "x",
+                                              "topic_min_insync_replicas": 2})
+    with pytest.raises(ConfigError, match="no write could be acked"):
+        create_topics(fresh)

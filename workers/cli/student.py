@@ -186,10 +186,10 @@ def models_rollback(task: TaskOpt, announce: AnnounceOpt = True) -> None:
 def models_prune(task: TaskOpt,
                  keep: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """Delete old versions, keeping the serving one and the newest N."""
-    from models.registry import Registry
+    from streams.modelstore import prune_versions
 
     s = cli_settings()
-    removed = Registry.from_settings(s).prune(task, keep)
+    removed = prune_versions(s, task, keep)
     out.print(f"{task}: removed {len(removed)} versions" + (f" ({', '.join(removed)})"
                                                             if removed else ""))
 

@@ -66,8 +66,8 @@ def redrive(settings: Settings, tasks: list[TaskConfig], *, kinds: set[str] | No
         consumer = KafkaConsumer(group_id=group_id(settings), enable_auto_commit=False,
                                  auto_offset_reset="earliest", client_id="distillery-redrive",
                                  **kw)
-        producer = None if dry_run else KafkaProducer(acks="all", client_id="distillery-redrive",
-                                                      **kw)
+        producer = None if dry_run else KafkaProducer(
+            client_id="distillery-redrive", **settings.kafka_python_producer_kwargs())
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     try:

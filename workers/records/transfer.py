@@ -29,9 +29,8 @@ def make_producer(settings: Settings) -> Any:
     from kafka.errors import KafkaError
 
     try:
-        return KafkaProducer(
-            acks="all", linger_ms=5, client_id="distillery-cli", **settings.kafka_python_kwargs()
-        )
+        return KafkaProducer(linger_ms=5, client_id="distillery-cli",
+                             **settings.kafka_python_producer_kwargs())
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
 

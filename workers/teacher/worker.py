@@ -166,8 +166,8 @@ class TeacherWorker:
         counts = await wait_for_topics(s, topics)
         self._ledger_partitions = counts[self.ledger_topic]
         self._producer = AIOKafkaProducer(
-            acks="all", linger_ms=5,
-            request_timeout_ms=int(s.producer_request_timeout_s * 1000), **kafka)
+            linger_ms=5, request_timeout_ms=int(s.producer_request_timeout_s * 1000),
+            **s.aiokafka_producer_kwargs())
         self._consumer = AIOKafkaConsumer(
             group_id=group_id(self.settings, self.task), enable_auto_commit=False,
             auto_offset_reset="earliest", metadata_max_age_ms=30_000, **kafka)

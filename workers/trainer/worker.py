@@ -99,6 +99,7 @@ def store_refresher(settings: Settings, task: TaskConfig,
     """
     from models.registry import Registry
     from streams.announce import announce_manifest
+    from streams.modelstore import prune_versions
     from workers.trainer.embeddings import StoredEmbeddings
     from workers.trainer.refresh import refresh_config, refresh_once, stamp
 
@@ -132,12 +133,11 @@ def store_refresher(settings: Settings, task: TaskConfig,
         log.info("task %s: refresh %s %s (%s); %d verdicts contradicted by feedback",
                  task.name, outcome.version, "promoted" if outcome.promoted else "rejected",
                  outcome.reason, contradicted)
-        registry = Registry.from_settings(settings)
-        pruned = registry.prune(task.name)
+        pruned = prune_versions(settings, task.name)
         if task.cascade:
             from models.embed.tier2 import registry_key
 
-            pruned += [f"embed/{v}" for v in registry.prune(registry_key(task.name))]
+            pruned += [f"embed/{v}" for v in prune_versions(settings, registry_key(task.name))]
         if pruned:
             log.info("task %s: pruned %s", task.name, ", ".join(pruned))
         return outcome.as_dict()

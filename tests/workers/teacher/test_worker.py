@@ -466,6 +466,7 @@ def test_a_teacher_answering_400_to_everything_pauses_the_worker(kafka_settings:
     assert worker.metrics.value("distillery_teacher_breaker_opened_total",
                                 cause="rejected:rejected") >= 1
     assert "breaker_opened_total" in worker.metrics.render().decode()
+    assert worker._producer is not None and worker._producer._txn_manager is not None  # idempotent
 
 
 def test_an_item_that_always_times_out_is_escalated_and_its_offset_moves_on(
