@@ -14,8 +14,10 @@ and counts, from the topics themselves:
 Scenarios (``SCENARIOS``): SIGKILL the classify worker three times mid-stream; stop the
 broker for 10 s under the classify, teacher and trainer workers (and check the trainer's
 store holds every verdict afterwards); the teacher API down for a while under load; the
-teacher answering HTTP 500 to half the calls for a while; eleven kinds of malformed input;
-six kinds of bad model announcement. Sizes are parameters so that tests run small
+teacher answering HTTP 500 to half the calls for a while; thirteen kinds of malformed input
+(the 500 KB id and the oversized metadata of issue 29 among them); six kinds of bad model
+announcement; SIGKILL of the teacher, the refine and the trainer worker mid-stream; a
+teacher answering HTTP 400 to everything for a while. Sizes are parameters so that tests run small
 versions of the same code (``tests/workers/bench/test_faults.py``).
 """
 
@@ -378,8 +380,120 @@ def teacher_storm(rig: Rig, events: int = 3000, storm_s: float = 60.0,
                         detail={"calls_in_storm": calls["storm"], "answered_500": calls["500"]})
 
 
+def sigkill_teacher(rig: Rig, events: int = 3000, rate: float = 100.0,
+                    busy_s: float = 5.0) -> ScenarioResult:
+    """SIGKILL the teacher worker once while requests arrive; a new one takes over."""
+    s = rig.settings("killteacher")
+    items = requests(events, "t")
+    with _fake_teacher() as server:
+        env = _teacher_env(server)
+        worker = rig.worker(s, "teacher", "--task", "tickets", **env)
+        producer = threading.Thread(target=produce, args=(s, "tickets.teacher", items, rate))
+        producer.start()
+        wait_until(lambda: len(outcomes(s, teacher_counts=False)[0]) >= 20, 120, every_s=0.5)
+        time.sleep(busy_s)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        rig.progress("teacher: SIGKILLed mid-stream; starting another")
+        rig.worker(s, "teacher", "--task", "tickets", **env)
+        fault_end = time.monotonic()
+        producer.join()
+        want = {k.decode() for k, _ in items if k}
+        return _account(s, "sigkill_teacher", want, fault_end, timeout_s=300,
+                        teacher_counts=False, decided_only=True,
+                        detail={"calls": len(server.calls)})
+
+
+def sigkill_refine(rig: Rig, events: int = 3000, rate: float = 200.0,
+                   busy_s: float = 5.0) -> ScenarioResult:
+    """SIGKILL the refine worker (tier 2, here with no model yet: it hands every request on
+    to the teacher topic) once mid-stream; a new one takes over."""
+    s = rig.settings("killrefine")
+    items = [(k, v) for k, v in requests(events, "r")]
+    worker = rig.worker(s, "refine", "--task", "tickets")
+    producer = threading.Thread(target=produce, args=(s, "tickets.refine", items, rate))
+    producer.start()
+    wait_until(lambda: len(outcomes(s)[1]) >= 20, 180, every_s=0.5)
+    time.sleep(busy_s)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    rig.progress("refine: SIGKILLed mid-stream; starting another")
+    rig.worker(s, "refine", "--task", "tickets")
+    fault_end = time.monotonic()
+    producer.join()
+    want = {k.decode() for k, _ in items if k}
+    return _account(s, "sigkill_refine", want, fault_end, timeout_s=300)
+
+
+def sigkill_trainer(rig: Rig, events: int = 3000, rate: float = 200.0) -> ScenarioResult:
+    """SIGKILL the trainer while verdicts arrive; after a restart its store holds every one
+    (``lost``: verdicts not in the store)."""
+    from schemas.records import TeacherVerdict
+
+    s = rig.settings("killtrainer")
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (f"v{i}".encode(), encode(TeacherVerdict(
+            id=f"v{i}", task="tickets", text=f"where is parcel {i}", label="shipping",
+            teacher_id="oracle", reason="low_confidence"))) for i in range(events)]
+    store = s.state_dir / "trainer" / f"{s.topic_prefix}tickets.sqlite"
+    worker = rig.worker(s, "trainer", "--task", "tickets")
+    producer = threading.Thread(target=produce, args=(s, "tickets.verdicts", items, rate))
+    producer.start()
+    wait_until(lambda: len(_store_ids(store)) >= events // 10, 180, every_s=0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    rig.progress("trainer: SIGKILLed mid-stream; starting another")
+    rig.worker(s, "trainer", "--task", "tickets")
+    fault_end = time.monotonic()
+    producer.join()
+    want = {k.decode() for k, _ in items if k}
+    finished = wait_until(lambda: want <= _store_ids(store), 300, every_s=1.0)
+    stored = _store_ids(store)
+    return ScenarioResult("sigkill_trainer", events, len(want - stored), 0, 0,
+                          round(time.monotonic() - fault_end, 1) if finished else -1.0,
+                          {"in_store": len(stored)})
+
+
+def teacher_rejects(rig: Rig, events: int = 300, refuse_s: float = 20.0) -> ScenarioResult:
+    """The teacher answers HTTP 400 to everything for ``refuse_s``: the breaker opens after
+    five refusals in a row and the rest waits for the fix (``dead_lettered``: those five
+    minus the one that opened it)."""
+    from workers.sim.fake_teacher import status
+
+    s = rig.settings("reject400")
+    fixed = {"at": time.monotonic() + 1e9}
+
+    def default(item: str, labels: list[str]) -> Any:
+        return labels[0] if time.monotonic() >= fixed["at"] else status(400)
+
+    items = requests(events, "x")
+    with _fake_teacher(default) as server:
+        rig.worker(s, "teacher", "--task", "tickets", **_teacher_env(server))
+        fixed["at"] = time.monotonic() + refuse_s
+        produce(s, "tickets.teacher", items)
+        time.sleep(max(0.0, fixed["at"] - time.monotonic()))
+        fault_end = time.monotonic()
+        want = {k.decode() for k, _ in items if k}
+        state: dict[str, Any] = {}
+
+        def settled() -> bool:
+            decided, _, dead = outcomes(s, teacher_counts=False)
+            state.update(decided=decided, dead=dead)
+            return want <= set(decided) | {k.decode() for k in dead if k}
+
+        finished = wait_until(settled, 300, every_s=2.0)
+        decided, dead = state["decided"], state["dead"]
+        return ScenarioResult(
+            "teacher_400_to_everything", events,
+            len(want - set(decided) - {k.decode() for k in dead if k}),
+            sum(c - 1 for c in decided.values() if c > 1), len(dead),
+            round(time.monotonic() - fault_end, 1) if finished else -1.0,
+            {"refused_s": refuse_s, "calls": len(server.calls),
+             "dead_letter_kinds": sorted({d.error_kind for d in dead.values()})})
+
+
 def malformed_kinds(max_text_chars: int) -> list[tuple[str, bytes | None, str]]:
-    """(key, value, expected error kind) for eleven kinds of malformed input."""
+    """(key, value, expected error kind) for thirteen kinds of malformed input."""
     import io
 
     import fastavro
@@ -412,6 +526,10 @@ def malformed_kinds(max_text_chars: int) -> list[tuple[str, bytes | None, str]]:
         ("long", encode(Ticket(id="long", subject="s", body="x" * (max_text_chars + 10))),
          "oversized"),
         ("blank", avro(base | {"id": "blank", "subject": " ", "body": "\n"}), "invalid"),
+        # the poison events of issue 29 (2): their decision would not fit a producer request
+        ("poison-id", avro(base | {"id": "p" * 500_000}), "oversized"),
+        ("poison-meta", avro(base | {"id": "poison-meta", "metadata": {
+            f"k{i}": "v" * 2000 for i in range(200)}}), "oversized"),
     ]
 
 
@@ -432,7 +550,7 @@ def malformed_input(rig: Rig, good_between: int = 1) -> ScenarioResult:
                                                           body="my parcel is late"))))
     started = time.monotonic()
     produce(s, "tickets", items)
-    result = _account(s, "malformed_input_11_kinds", good, started, timeout_s=180,
+    result = _account(s, f"malformed_input_{len(kinds)}_kinds", good, started, timeout_s=180,
                       bad=len(kinds))
     _, _, dead = outcomes(s)
     wrong = {key: (dead[key.encode()].error_kind if key.encode() in dead else "missing")
@@ -552,7 +670,40 @@ SCENARIOS: dict[str, Callable[[Rig], ScenarioResult]] = {
     "teacher-500": teacher_storm,
     "malformed": malformed_input,
     "models": bad_models,
+    "sigkill-teacher": sigkill_teacher,
+    "sigkill-refine": sigkill_refine,
+    "sigkill-trainer": sigkill_trainer,
+    "teacher-400": teacher_rejects,
 }
+
+
+def medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per scenario over several runs: the median of each figure, the worst
+    ``lost``; a run that did not recover (``recover_s`` -1) makes the row's -1.
+
+    >>> medians([[{"name": "a", "events": 10, "lost": 0, "duplicated": 1,
+    ...            "dead_lettered": 0, "recover_s": 2.0}],
+    ...          [{"name": "a", "events": 10, "lost": 1, "duplicated": 5,
+    ...            "dead_lettered": 0, "recover_s": 4.0}],
+    ...          [{"name": "a", "events": 10, "lost": 0, "duplicated": 3,
+    ...            "dead_lettered": 0, "recover_s": 3.0}]])[0]["duplicated"]
+    3
+    """
+    from statistics import median
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for row in run:
+            rows.setdefault(row["name"], []).append(row)
+    out = []
+    for name, found in rows.items():
+        recover = [r["recover_s"] for r in found]
+        out.append({"name": name, "runs": len(found),
+                    **{k: median(r[k] for r in found)
+                       for k in ("events", "duplicated", "dead_lettered")},
+                    "lost": max(r["lost"] for r in found),
+                    "recover_s": -1.0 if min(recover) < 0 else median(recover)})
+    return out
 
 
 def run_faults(names: list[str] | None = None, progress: Progress = print,

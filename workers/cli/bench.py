@@ -190,25 +190,33 @@ def bench_embed(
 def bench_faults(
     scenario: Annotated[list[str] | None, typer.Option(
         "--scenario", help="Run only these (sigkill, broker, teacher-down, teacher-500, "
-                           "malformed, models); default all")] = None,
+                           "malformed, models, sigkill-teacher, sigkill-refine, "
+                           "sigkill-trainer, teacher-400); default all")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Run the suite this many times; the "
+                                                 "table shows medians (lost: the worst)")] = 1,
     logs: Annotated[Path | None, typer.Option(help="Copy the workers' logs here")] = None,
     json_file: JsonOpt = None,
 ) -> None:
     """The fault suite: events, lost, duplicated, dead-lettered, time to recover."""
-    from workers.bench.faults import SCENARIOS, run_faults
+    from workers.bench.faults import SCENARIOS, medians, run_faults
 
     unknown = sorted(set(scenario or []) - set(SCENARIOS))
     if unknown:
         raise ConfigError(f"unknown scenario(s) {', '.join(unknown)}; known: "
                           f"{', '.join(SCENARIOS)}")
-    figures = run_faults(scenario, progress=lambda m: err.print(m), logs=logs)
-    table = Table(title="fault suite (one run)")
+    every = []
+    for n in range(runs):
+        err.print(f"run {n + 1} of {runs}")
+        every.append(run_faults(scenario, progress=lambda m: err.print(m), logs=logs))
+    rows = medians([run["scenarios"] for run in every])
+    title = "fault suite (one run)" if runs == 1 else f"fault suite (medians of {runs} runs)"
+    table = Table(title=title)
     table.add_column("scenario", no_wrap=True)
-    for name in ("events", "lost", "duplicated", "dead-lettered", "recover s"):
+    for name in ("events", "lost (worst)", "duplicated", "dead-lettered", "recover s"):
         table.add_column(name, justify="right")
-    for row in figures["scenarios"]:
+    for row in rows:
         table.add_row(row["name"], f"{row['events']:,}", str(row["lost"]),
-                      str(row["duplicated"]), str(row["dead_lettered"]),
+                      f"{row['duplicated']:g}", f"{row['dead_lettered']:g}",
                       f"{row['recover_s']:.1f}")
     out.print(table)
-    write_json(json_file, figures)
+    write_json(json_file, {"runs": every, "medians": rows})

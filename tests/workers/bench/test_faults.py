@@ -16,7 +16,11 @@ from workers.bench.faults import (
     bad_models,
     broker_stop,
     malformed_input,
+    sigkill_refine,
+    sigkill_teacher,
+    sigkill_trainer,
     teacher_outage,
+    teacher_rejects,
     teacher_storm,
 )
 
@@ -62,3 +66,24 @@ def test_a_broker_stop_under_every_worker_loses_nothing(rig: Rig) -> None:
     result = broker_stop(rig, events=400, stop_s=10.0)
     assert (result.lost, result.dead_lettered) == (0, 0)
     assert result.detail["trainer_store_complete"], result.detail
+
+
+def test_sigkill_of_the_teacher_worker_loses_nothing(rig: Rig) -> None:
+    result = sigkill_teacher(rig, events=300, rate=30.0, busy_s=2.0)
+    assert (result.lost, result.dead_lettered) == (0, 0) and result.recover_s >= 0
+
+
+def test_sigkill_of_the_refine_worker_loses_nothing(rig: Rig) -> None:
+    result = sigkill_refine(rig, events=300, rate=30.0, busy_s=2.0)
+    assert (result.lost, result.dead_lettered) == (0, 0) and result.recover_s >= 0
+
+
+def test_sigkill_of_the_trainer_loses_no_verdict(rig: Rig) -> None:
+    result = sigkill_trainer(rig, events=600, rate=60.0)
+    assert result.lost == 0 and result.recover_s >= 0, result.detail
+
+
+def test_a_teacher_refusing_everything_pauses_and_dead_letters_four(rig: Rig) -> None:
+    result = teacher_rejects(rig, events=100, refuse_s=8.0)
+    assert result.lost == 0 and result.recover_s >= 0
+    assert result.dead_lettered == 4 and result.detail["dead_letter_kinds"] == ["rejected"]
