@@ -102,17 +102,9 @@ class Settings(BaseSettings):
     # calibrated; models/embed/memory.py): on by default, it paid on the noisy-teacher stream
     # (README "The second tier")
     verdict_memory: bool = True
-    # tier 2 calibrated for the cascade as a whole (its thresholds and floors against what
-    # tier 1 decides of the same held-out items) instead of on its own; off by default: at
-    # one accuracy target it trades accuracy for calls, no better frontier measured
-    cascade_joint_calibration: bool = False
     # a verdict its nearest labelled neighbours unanimously contradict is held out of a
     # refresh (workers/trainer/suspects.py); needs the cascade's embeddings
     suspect_verdicts: bool = True
-    # in a cascade, an item tier 1 flags as critical by a floor alone goes on to tier 2
-    # (whose floors judge it) instead of straight to the teacher; off by default: on hateval
-    # it cut teacher calls but the catch rate fell (README "The second tier")
-    cascade_floors_onward: bool = False
     calibration_z: float = Field(1.0, ge=0.0)  # Wilson bounds on accuracy and catch rate
     # thresholds chosen on one half of the held-out items are judged on the other (both ways
     # round), and the target is raised until that out-of-sample accuracy meets it

@@ -14,7 +14,7 @@ from models.data import Labelled, read_labelled
 from models.evaluate import slice_report
 from models.featurize import Featurizer, FeaturizerConfig
 from models.registry import Manifest, Registry
-from models.runtime import Predictions, Student
+from models.stage import Predictions, Stage
 
 _TRAINING = ("GateDecision", "TrainResult", "evaluate_student", "gate", "publish_and_promote",
              "train_version")
@@ -26,7 +26,7 @@ __all__ = [
     "Manifest",
     "Predictions",
     "Registry",
-    "Student",
+    "Stage",
     "read_labelled",
     "slice_report",
     *_TRAINING,

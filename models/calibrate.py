@@ -22,8 +22,8 @@ deferred item for itself. Everything here is numpy over plain arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -149,27 +149,9 @@ class _Group:
         return float(self.conf[cut - 1]) if cut > 0 else NEVER
 
 
-@dataclass(frozen=True)
-class EarlierStages:
-    """What earlier stages of a cascade decide of the same held-out items, as weight sums:
-    calibrating a later stage against it makes the *cascade's* decided part meet the target
-    (``calibrate_policy(..., earlier=...)``). Per critical label: its items' weight, and the
-    part of it caught (reached the teacher or decided correctly) by the earlier stages."""
-
-    weight: float = 0.0
-    correct: float = 0.0
-    squares: float = 0.0
-    critical_total: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # w, w²
-    critical_caught: Mapping[str, float] = field(default_factory=dict)
-
-
-NOTHING = EarlierStages()
-
-
 def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, target: float,
-                      z: float, min_support: int, earlier: EarlierStages = NOTHING) -> np.ndarray:
-    """Per-class thresholds: most accepted weight with a decided-accuracy bound >= target
-    (the bound over ``earlier``'s decided part and this stage's together)."""
+                      z: float, min_support: int) -> np.ndarray:
+    """Per-class thresholds: most accepted weight with a decided-accuracy bound >= target."""
     k = probs.shape[1]
     if len(y) == 0:
         return np.full(k, NEVER)
@@ -187,8 +169,7 @@ def choose_thresholds(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, tar
         tw = sum(float(g.cum_w[i]) for g, i in zip(groups, cuts, strict=True))
         tc = sum(float(g.cum_c[i]) for g, i in zip(groups, cuts, strict=True))
         sq = sum(float(g.cum_sq[i]) for g, i in zip(groups, cuts, strict=True))
-        if tw > 0 and _bound(tc + earlier.correct, tw + earlier.weight, sq + earlier.squares,
-                             z) >= target and (best is None or tw > best[0]):
+        if tw > 0 and _bound(tc, tw, sq, z) >= target and (best is None or tw > best[0]):
             best = (tw, cuts)
     if best is None:
         return np.full(k, NEVER)
@@ -238,10 +219,8 @@ def certified_target(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, targ
 
 def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
                   base: DecisionPolicy, critical: Sequence[str], target: float, z: float,
-                  conservative_floor: float, earlier: EarlierStages = NOTHING
-                  ) -> tuple[dict[str, float], dict[str, str]]:
-    """Per critical label, the highest floor whose catch-rate bound meets ``target`` (over
-    ``earlier``'s items of the label and this stage's together)."""
+                  conservative_floor: float) -> tuple[dict[str, float], dict[str, str]]:
+    """Per critical label, the highest floor whose catch-rate bound meets ``target``."""
     floors: dict[str, float] = {}
     basis: dict[str, str] = {}
     index = {name: i for i, name in enumerate(base.labels)}
@@ -251,8 +230,6 @@ def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
         i = index[label]
         mine = y == i
         w = weights[mine]
-        before_w, before_sq = earlier.critical_total.get(label, (0.0, 0.0))
-        before_caught = earlier.critical_caught.get(label, 0.0)
         if not mine.any():
             floors[label], basis[label] = conservative_floor, "conservative (n=0)"
             continue
@@ -262,8 +239,8 @@ def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
         chosen = None
         for f in candidates:  # highest first: the first that meets the bound is the cheapest
             caught = free | (p >= f)
-            if _bound(float(w[caught].sum()) + before_caught, float(w.sum()) + before_w,
-                      float((w * w).sum()) + before_sq, z) >= target:
+            if _bound(float(w[caught].sum()), float(w.sum()), float((w * w).sum()),
+                      z) >= target:
                 chosen = float(f)
                 break
         if chosen is None:
@@ -287,12 +264,8 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
                      accuracy_target: float, catch_target: float, z: float, min_support: int,
                      conservative_floor: float, sample: CalibrationSample,
                      curve_targets: Sequence[float] = CURVE_TARGETS,
-                     earlier: EarlierStages = NOTHING, certify: bool = False) -> Calibration:
-    """Temperature, thresholds, floors and the curve, on the held-out items (see above).
-
-    ``earlier``: what the cascade's earlier stages decide of the same held-out set (these
-    items are the rest, what they hand on): the thresholds and floors are then chosen for
-    the cascade's decided part and catch rates as a whole, not this stage's alone."""
+                     certify: bool = False) -> Calibration:
+    """Temperature, thresholds, floors and the curve, on the held-out items (see above)."""
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     temperature = fit_temperature(logits, y, w)
     probs = softmax(logits, temperature) if len(y) else np.zeros((0, len(labels)))
@@ -300,7 +273,7 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
     crit = [c for c in critical if c in names]
 
     def thresholds_for(target: float) -> np.ndarray:
-        return choose_thresholds(probs, y, w, target, z, min_support, earlier)
+        return choose_thresholds(probs, y, w, target, z, min_support)
 
     chosen = accuracy_target
     if certify and len(y):
@@ -310,7 +283,7 @@ def calibrate_policy(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | No
                                        else np.full(len(names), NEVER)))
     # a critical miss costs more than a wrong routine decision: at least a 95% one-sided bound
     floors, basis = choose_floors(probs, y, w, base, crit, catch_target, max(z, CATCH_Z),
-                                  conservative_floor, earlier)
+                                  conservative_floor)
     policy = base.with_floors(floors)
     curve: list[CurvePoint] = []
     for target in sorted({*curve_targets, accuracy_target}):

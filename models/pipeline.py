@@ -7,15 +7,10 @@ judges the *system* on those items — the decided part and the critical catch r
 (``models.system``), not the bare student's argmax; ``publish_and_promote`` stores the
 version (every version is kept, passed or not) and promotes it if it passed.
 
-The gate, on the held-out items:
-
-* every critical label needs ``min_critical_examples`` training examples, else the version
-  does not serve (and says which label is missing);
-* the decided part must be non-empty and meet ``accuracy_target``, and every critical label
-  with held-out items its ``critical_catch_target``;
-* a later version may also pass by being no worse than the serving one on the same items:
-  decided accuracy within ``gate_tolerance``, each critical escape rate within
-  ``critical_escape_tolerance`` (both judged under each version's own policy).
+The gate: every critical label needs ``min_critical_examples`` training examples, else the
+version does not serve (and says which label is missing); then ``models.gate.judge``, the
+rules every stage is judged by (the first stage's "cascade" is the student alone, each
+version judged under its own policy).
 """
 
 from __future__ import annotations
@@ -35,10 +30,11 @@ from models.calibrate import Calibration, calibrate_policy, softmax
 from models.evaluate import SliceReport, slice_report
 from models.export import export_checked
 from models.featurize import Featurizer, FeaturizerConfig
+from models.gate import judge
 from models.network import StudentNet
 from models.policy import CalibrationSample, decide
 from models.registry import Manifest, Registry
-from models.runtime import Student
+from models.stage import Stage
 from models.system import SystemMetrics, system_metrics
 from models.train import TrainConfig, logits_of, train_net
 
@@ -66,20 +62,28 @@ class TrainResult:
 
     def manifest(self, critical: list[str] | None = None) -> dict[str, Any]:
         critical = self.critical_labels if critical is None else critical
-        cal = self.calibration
-        return {
-            "labels": self.labels,
-            "critical_labels": [c for c in critical if c in self.labels],
-            "thresholds": cal.thresholds,  # also in "policy"; read by older runtimes
-            "temperature": cal.temperature,
-            "temperature_in_graph": True,
-            "policy": cal.policy_data(),
-            "featurizer": self.featurizer,
-            "metrics": headline(self.report, self.system),
-            "report": self.report,
-            "system": self.system.as_dict(),
-            "training_data": self.summary,
-        }
+        return manifest_data("ngram", self.labels, critical, self.calibration,
+                             featurizer=self.featurizer,
+                             metrics=headline(self.report, self.system), report=self.report,
+                             training_data=self.summary)
+
+
+def manifest_data(stage: str, labels: Sequence[str], critical: Sequence[str],
+                  calibration: Calibration, **extra: Any) -> dict[str, Any]:
+    """What every stage's manifest holds (``models.stage.StageManifest``), plus ``extra``;
+    the registry adds task, version, sha256 and parent."""
+    cal = calibration
+    return {
+        "stage": stage,
+        "labels": list(labels),
+        "critical_labels": [c for c in critical if c in labels],
+        "thresholds": cal.thresholds,  # also in "policy"; read by older runtimes
+        "temperature": cal.temperature,
+        "temperature_in_graph": True,
+        "policy": cal.policy_data(),
+        "system": cal.metrics.as_dict(),
+        **extra,
+    }
 
 
 @dataclass(frozen=True)
@@ -224,38 +228,10 @@ def missing_critical(result: TrainResult, task: TaskConfig | None,
     return [c for c in critical if counts.get(c, 0) < settings.min_critical_examples]
 
 
-def _meets(m: SystemMetrics, settings: Settings) -> list[str]:
-    """What keeps these system figures from meeting the targets (empty: they meet them)."""
-    problems = []
-    if m.decided_accuracy is None or m.coverage <= 0.0:
-        problems.append(f"decides nothing at accuracy target {settings.accuracy_target}")
-    elif m.decided_accuracy < settings.accuracy_target:
-        problems.append(f"decided accuracy {m.decided_accuracy:.3f} is under the target "
-                        f"{settings.accuracy_target}")
-    for label, catch in m.catch_rate.items():
-        if catch is not None and catch < settings.critical_catch_target:
-            problems.append(f"critical label {label} catch rate {catch:.3f} is under the "
-                            f"target {settings.critical_catch_target}")
-    return problems
-
-
-def evidently_under(m: SystemMetrics | None, settings: Settings) -> bool:
-    """The decided part is under the accuracy target beyond doubt: even the Wilson *upper*
-    bound (``calibration_z``) of its accuracy on these held-out items is below the target."""
-    if m is None or m.decided_accuracy is None or m.decided_effective_n <= 0:
-        return False
-    from models.calibrate import wilson_lower
-
-    n = m.decided_effective_n
-    upper = 1.0 - float(wilson_lower((1.0 - m.decided_accuracy) * n, n,
-                                     settings.calibration_z))
-    return upper < settings.accuracy_target
-
-
-def serving_system(result: TrainResult, serving: Manifest | Student, settings: Settings,
+def serving_system(result: TrainResult, serving: Manifest | Stage, settings: Settings,
                    critical: Sequence[str]) -> tuple[str, SystemMetrics]:
     """The serving version's system figures on the candidate's held-out items."""
-    student = serving if isinstance(serving, Student) else Student.load(
+    student = serving if isinstance(serving, Stage) else Stage.load(
         serving.directory, expected_sha256=serving.sha256)
     probs = student.predict_proba(result.holdout_texts)
     d = decide(probs, student.routing_policy(settings.critical_floor))
@@ -265,7 +241,7 @@ def serving_system(result: TrainResult, serving: Manifest | Student, settings: S
         weights=result.holdout_weights or None)
 
 
-def gate(result: TrainResult, serving: Manifest | Student | None, settings: Settings,
+def gate(result: TrainResult, serving: Manifest | Stage | None, settings: Settings,
          task: TaskConfig | None = None) -> GateDecision:
     """May this version serve? See the module docstring for the rules."""
     missing = missing_critical(result, task, settings)
@@ -275,48 +251,14 @@ def gate(result: TrainResult, serving: Manifest | Student | None, settings: Sett
                             f"{settings.min_critical_examples} training examples: " + ", ".join(
                                 f"{c} has {counts.get(c, 0)}" for c in missing))
     new = result.system
-    problems = _meets(new, settings)
     if serving is None:
-        if problems:
-            return GateDecision(False, "first version: " + "; ".join(problems))
-        return GateDecision(True, f"first version: decides {new.coverage:.1%} of "
-                            f"{new.n} held-out items at accuracy {_fmt(new.decided_accuracy)}")
+        verdict = judge(new, new.coverage > 0.0, None, None, None, None, settings)
+        return GateDecision(verdict.passed, f"first version: {verdict.reason}")
     critical = task.critical_labels if task is not None else result.critical_labels
     version, old = serving_system(result, serving, settings, critical)
-    escapes, accuracy = _regressions(new, old, settings)
-    compare = (f"coverage {old.coverage:.3f} → {new.coverage:.3f}, decided accuracy "
-               f"{_fmt(old.decided_accuracy)} → {_fmt(new.decided_accuracy)}")
-    # escape rates may never rise; below a target, a version must be no worse than serving
-    blocking = escapes + (accuracy if problems else [])
-    if new.coverage <= 0.0:
-        if not escapes and evidently_under(old, settings):
-            return GateDecision(True, f"withdraws serving {version}: its decided accuracy "
-                                f"{_fmt(old.decided_accuracy)} on {old.n} held-out items is "
-                                f"under the target {settings.accuracy_target}; this version "
-                                "decides nothing until the evidence allows", old)
-        blocking.append(f"decides nothing at accuracy target {settings.accuracy_target}")
-    if blocking:
-        return GateDecision(False, f"against serving {version}: " + "; ".join(blocking), old)
-    why = "meets the targets" if not problems else "no regression (" + "; ".join(problems) + ")"
-    return GateDecision(True, f"{why} against serving {version} ({compare})", old)
-
-
-def _regressions(new: SystemMetrics, old: SystemMetrics,
-                 settings: Settings) -> tuple[list[str], list[str]]:
-    """(critical escape-rate rises, decided-accuracy drop) beyond the tolerances."""
-    escapes = []
-    for label, escape in new.escape_rate.items():
-        before = old.escape_rate.get(label)
-        if escape is not None and before is not None and (
-                escape > before + settings.critical_escape_tolerance):
-            escapes.append(f"critical label {label} escape rate rises from {before:.3f} "
-                           f"to {escape:.3f}")
-    accuracy = []
-    if new.decided_accuracy is not None and old.decided_accuracy is not None and (
-            new.decided_accuracy < old.decided_accuracy - settings.gate_tolerance):
-        accuracy.append(f"decided accuracy {new.decided_accuracy:.3f} is worse than "
-                        f"{old.decided_accuracy:.3f} by more than {settings.gate_tolerance}")
-    return escapes, accuracy
+    # the first stage's own decided part is the system's: old is also old_own
+    verdict = judge(new, new.coverage > 0.0, None, old, old, version, settings)
+    return GateDecision(verdict.passed, verdict.reason, old)
 
 
 def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Settings,
@@ -339,7 +281,7 @@ def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Sett
     return manifest, decision
 
 
-def evaluate_student(student: Student, texts: list[str], labels: list[str],
+def evaluate_student(student: Stage, texts: list[str], labels: list[str],
                      metadata: list[dict[str, str]] | None = None,
                      critical_floor: float = 0.2) -> dict[str, Any]:
     """The slice report of a served student on labelled data, with its system figures."""

@@ -68,12 +68,10 @@ class Decided:
     # bool: routed ``critical`` by a floor alone (the predicted label is not critical)
     by_floor: np.ndarray
 
-    def handed_on(self, floors_onward: bool) -> np.ndarray:
-        """bool: what a cascade hands to its next stage — the ``low_confidence`` items, and
-        with ``floors_onward`` also those routed ``critical`` by a floor alone (whose fate
-        the next stage's own floors decide); never a critical prediction."""
-        low = self.reason_codes == LOW_CONFIDENCE
-        return np.asarray(low | (self.by_floor if floors_onward else False))
+    def handed_on(self) -> np.ndarray:
+        """bool: what a cascade hands to its next stage — the ``low_confidence`` items; an
+        item routed ``critical`` (predicted, or flagged by a floor) goes to the teacher."""
+        return np.asarray(self.reason_codes == LOW_CONFIDENCE)
 
     def reasons(self) -> list[Reason]:
         return [REASONS[int(c)] for c in self.reason_codes]
@@ -87,8 +85,8 @@ def decide(probs: np.ndarray, policy: DecisionPolicy) -> Decided:
     ...                      [0.1, 0.2, 0.7]]), p)
     >>> d.decided.tolist(), d.reasons()
     ([True, False, False, False], ['confident', 'low_confidence', 'critical', 'critical'])
-    >>> d.by_floor.tolist(), d.handed_on(True).tolist()  # the third by its floor alone
-    ([False, False, True, False], [False, True, True, False])
+    >>> d.by_floor.tolist(), d.handed_on().tolist()  # the third by its floor alone
+    ([False, False, True, False], [False, True, False, False])
     """
     probs = np.asarray(probs)
     n = probs.shape[0]

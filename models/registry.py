@@ -23,7 +23,14 @@ from typing import Any
 
 from distillery.errors import ModelError, RegistryError
 from distillery.settings import Settings
-from models.runtime import MANIFEST_FILE, MODEL_FILE, Student, read_manifest, sha256_of
+from models.stage import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Stage,
+    read_manifest,
+    sha256_of,
+    verify_version,
+)
 
 STATE_FILE = "state.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -154,11 +161,11 @@ class Registry:
         version = self.state(task).get("serving")
         return self.show(task, version) if version else None
 
-    def load_student(self, task: str, version: str | None = None, threads: int = 1) -> Student:
+    def load_student(self, task: str, version: str | None = None, threads: int = 1) -> Stage:
         """The serving (or the given) version, checksummed against its manifest."""
         manifest = self.show(task, version)
-        return Student.load(manifest.directory, expected_sha256=manifest.sha256,
-                            threads=threads)
+        return Stage.load(manifest.directory, expected_sha256=manifest.sha256,
+                          threads=threads)
 
     # --- writing ------------------------------------------------------------------------
     def publish(self, task: str, model: bytes, manifest: dict[str, Any]) -> Manifest:
@@ -186,15 +193,11 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def promote(self, task: str, version: str,
-                verify: Callable[[Manifest], object] | None = None) -> Manifest:
-        """Make ``version`` the serving one (after verifying its file: by loading it as a
-        student, or with ``verify``, e.g. a tier-2 head); return its manifest."""
+    def promote(self, task: str, version: str) -> Manifest:
+        """Make ``version`` the serving one (after verifying its file and manifest, whatever
+        the stage: ``models.stage.verify_version``); return its manifest."""
         manifest = self.show(task, version)
-        if verify is not None:
-            verify(manifest)
-        else:
-            Student.load(manifest.directory, expected_sha256=manifest.sha256)  # refuse bad files
+        verify_version(manifest.directory, manifest.sha256)  # refuse bad files
         state = self.state(task)
         if state.get("serving") != version:
             history = [*state.get("history", []), version]
@@ -209,7 +212,7 @@ class Registry:
         history.pop()
         previous = history[-1]
         manifest = self.show(task, previous)
-        Student.load(manifest.directory, expected_sha256=manifest.sha256)
+        verify_version(manifest.directory, manifest.sha256)
         self._write_state(task, previous, history, "rollback")
         return manifest
 

@@ -143,11 +143,7 @@ class ClassifyApp:
         for task in tasks:
             holder = ModelHolder(task.name, loader, self.metrics.serving,
                                  lambda name: self.metrics.swaps_rejected.labels(task=name).inc())
-            policy = Policy(
-                audit_rate=_first(task.policy.audit_rate, settings.audit_rate),
-                critical_floor=_first(task.policy.critical_floor, settings.critical_floor),
-                floors_onward=settings.cascade_floors_onward,
-            )
+            policy = Policy.for_task(settings, task)
             rt = TaskRuntime(task, holder, policy, settings.max_text_chars, self.metrics)
             rt.topics = {
                 "input": settings.topic(task.input_topic),

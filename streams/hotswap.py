@@ -69,10 +69,10 @@ def announced_directory(settings: Settings, announcement: ModelAnnouncement) -> 
 
 def default_loader(settings: Settings) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
-        from models.runtime import Student
+        from models.stage import Stage
 
         directory = announced_directory(settings, announcement)
-        student = Student.load(
+        student = Stage.load(
             directory,
             expected_sha256=announcement.sha256,
             threads=settings.student_threads,

@@ -15,7 +15,7 @@ then reads only that version's chunks (compaction keeps offsets, and keys are un
 chunk, so nothing of a live version is ever compacted away). Fetching writes the files into
 ``<registry_root>/.remote/<task>/<version>/`` atomically, checks every file's sha256 against
 the index, and the caller then loads the model against the *announced* sha256
-(``models.runtime.Student.load``): bytes that do not match are never served.
+(``models.stage.Stage.load``): bytes that do not match are never served.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlparse
 from distillery.errors import BrokerError, ModelError
 from distillery.settings import Settings
 from models.registry import sweep_stale
-from models.runtime import MANIFEST_FILE, MODEL_FILE
+from models.stage import MANIFEST_FILE, MODEL_FILE
 
 BLOBS_TOPIC = "models.blobs"
 CHUNK_BYTES = 512 * 1024  # under the broker's default 1 MB message limit
@@ -44,7 +44,7 @@ FILES = (MODEL_FILE, MANIFEST_FILE)
 REMOTE_DIR = ".remote"
 KEEP_REMOTE = 3  # fetched versions a host keeps per task
 # the only names a URI may carry: a task's name (as ``distillery.tasks`` allows it), with a
-# later stage's name after a slash (``tickets/embed``: ``models.embed.tier2.registry_key``),
+# later stage's name after a slash (``tickets/embed``: ``models.stage.registry_key``),
 # and a version name of the registry's own form (``v0001``); nothing that can walk a path
 TASK_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 KEY_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}(/[a-z0-9_-]{1,32})?")

@@ -5,7 +5,7 @@ sends them there when the task's ``tiers`` has ``embed``). A plain aiokafka cons
 ``<prefix>distillery-refine-<task>``, no auto-commit) takes micro-batches (up to
 ``DISTILLERY_BATCH_SIZE`` records, waiting at most ``BATCH_WITHIN_S`` for more) and hands
 each to ``refine_batch`` (plain code): decode, one ``predict_many`` of the serving tier-2
-version (sentence encoder + head, ``models.embed.tier2``), then ``models.policy.decide``
+version (an ``embed`` stage, ``models.stage``), then ``models.policy.decide``
 under that version's policy —
 
 * ``confident`` → a decision on the results topic, ``decided_by`` ``student``,
@@ -39,18 +39,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from distillery.errors import DistilleryError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from models.policy import REASONS, decide
 from schemas.records import DEFAULT_MAX_TEXT_CHARS, Decision, ModelAnnouncement, TeacherRequest
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, announced_directory
 from streams.metrics import RefineMetrics
-from streams.routing import Policy, StudentLike, audit_selected, task_rules
+from streams.routing import Policy, StudentLike, audit_selected, route_stage
 from streams.send import (
     FATAL_EXIT,
     AiokafkaSender,
@@ -83,31 +80,31 @@ class RefineRuntime:
             self.metrics = RefineMetrics(self.task.name)
 
 
-def tier2_route(task: TaskConfig, student: StudentLike | None, requests: list[TeacherRequest],
-                policy: Policy) -> list[tuple[Decision | None, TeacherRequest | None]]:
-    """(decision, request to the teacher) per request; one ``predict_many`` call."""
-    if student is None or not requests:
+def route_requests(task: TaskConfig, stage: StudentLike | None,
+                   requests: list[TeacherRequest], policy: Policy
+                   ) -> list[tuple[Decision | None, TeacherRequest | None]]:
+    """(decision, request to the teacher) per request, through the next stage
+    (``streams.routing.route_stage``, the first stage's routing too)."""
+    if stage is None or not requests:
         return [(None, r) for r in requests]
     now = datetime.now(UTC)
-    predictions = student.predict_many([r.text for r in requests])
-    decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
+    outcomes = route_stage(task, stage, [r.text for r in requests], policy, has_next=False)
     out: list[tuple[Decision | None, TeacherRequest | None]] = []
-    for i, request in enumerate(requests):
-        label = student.labels[int(decided.label_ids[i])]
-        conf = min(1.0, float(decided.confidence[i]))
-        reason = REASONS[int(decided.reason_codes[i])]
-        scored = request.model_copy(update={"tier2_label": label, "tier2_confidence": conf,
-                                            "tier2_version": student.version})
-        if reason != "confident":
+    for request, o in zip(requests, outcomes, strict=True):
+        scored = request.model_copy(update={"tier2_label": o.label,
+                                            "tier2_confidence": o.confidence,
+                                            "tier2_version": stage.version})
+        if o.reason != "confident":
             update: dict[str, Any] = {"requested_at": now}
-            if reason == "critical":
+            if o.reason == "critical":
                 update["reason"] = "critical"
             out.append((None, scored.model_copy(update=update)))
             continue
         waited = max(0.0, (now - request.requested_at).total_seconds() * 1000.0)
-        decision = Decision(id=request.id, task=task.name, label=label, confidence=conf,
-                            decided_by="student", model_version=student.version,
-                            reason="confident", latency_ms=waited, cost=0.0, decided_at=now)
+        decision = Decision(id=request.id, task=task.name, label=o.label,
+                            confidence=o.confidence, decided_by="student",
+                            model_version=stage.version, reason="confident",
+                            latency_ms=waited, cost=0.0, decided_at=now)
         audit = None
         if audit_selected(request.id, policy.audit_rate):
             audit = scored.model_copy(update={"reason": "audit", "requested_at": now})
@@ -136,7 +133,7 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
                 rt.task.name, raw, kind, str(exc), keep_bytes)), raw, rt.task.name))
     started = time.perf_counter()
     try:
-        routed = tier2_route(rt.task, rt.holder.current, requests, rt.policy)
+        routed = route_requests(rt.task, rt.holder.current, requests, rt.policy)
         if rt.holder.current is None and requests:
             m.unscored.labels(rt.task.name, "no_model").inc(len(requests))
     except Exception:  # the encoder or the head failed: the teacher decides the batch
@@ -157,13 +154,13 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
     return out
 
 
-def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
+def stage_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
     def load(announcement: ModelAnnouncement) -> StudentLike:
-        from models.embed.tier2 import EmbedStudent
+        from models.stage import Stage
 
-        return EmbedStudent.load(announced_directory(settings, announcement), encoder(),
-                                 expected_sha256=announcement.sha256,
-                                 threads=settings.student_threads)
+        return Stage.load(announced_directory(settings, announcement),
+                          expected_sha256=announcement.sha256,
+                          threads=settings.student_threads, encoder=encoder)
 
     return load
 
@@ -171,24 +168,20 @@ def tier2_loader(settings: Settings, encoder: Callable[[], Any]) -> Loader:
 class RefineWorker:
     def __init__(self, settings: Settings, task: TaskConfig, loader: Loader | None = None,
                  on_fatal: Callable[[int], None] | None = None, metrics_port: int = 0) -> None:
-        from models.embed.tier2 import encoder_loader, registry_key, tier_version
+        from models.stage import encoder_loader, registry_key, stage_version
 
         self.settings = settings
         self.task = task
         self.on_fatal = on_fatal
-        loader = loader or tier2_loader(settings, encoder_loader(
+        loader = loader or stage_loader(settings, encoder_loader(
             settings.cache_dir, settings.embed_threads, settings.embed_precision))
-        self.key = registry_key(task.name)
+        self.key = registry_key(task.name, "embed")
         self.metrics_port = metrics_port
         metrics = RefineMetrics(task.name)
         holder = ModelHolder(self.key, loader,
-                             lambda key, version: metrics.serving(tier_version(version)),
+                             lambda key, version: metrics.serving(stage_version("embed", version)),
                              lambda key: metrics.swaps_rejected.inc())
-        policy = Policy(
-            audit_rate=task.policy.audit_rate if task.policy.audit_rate is not None
-            else settings.audit_rate,
-            critical_floor=task.policy.critical_floor if task.policy.critical_floor is not None
-            else settings.critical_floor)
+        policy = Policy.for_task(settings, task)
         self.rt = RefineRuntime(task, holder, policy, {
             "source": settings.topic(task.refine_topic),
             "results": settings.topic(task.results_topic),
@@ -312,4 +305,4 @@ def run_refine(settings: Settings, task: TaskConfig, metrics_port: int = 0) -> N
     run_until_signal(RefineWorker(settings, task, metrics_port=metrics_port))
 
 
-__all__ = ["RefineRuntime", "RefineWorker", "refine_batch", "run_refine", "tier2_route"]
+__all__ = ["RefineRuntime", "RefineWorker", "refine_batch", "route_requests", "run_refine"]

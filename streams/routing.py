@@ -12,12 +12,12 @@ label). For each decoded item:
 * otherwise decided by the student (reason ``confident``); a deterministic share of those,
   chosen from the id, is also sent to the teacher with reason ``audit``.
 
-When the task runs the cascade (``tiers`` has ``embed``), a ``low_confidence`` request goes
-to tier 2 (``Routed.destination`` is ``"refine"``: the ``<task>.refine`` topic) instead of
-the teacher; with ``Policy.floors_onward`` (``DISTILLERY_CASCADE_FLOORS_ONWARD``) so does a
-``critical`` one flagged by a floor alone (the predicted label is not critical): tier 2's own
-calibrated floors judge whether it must reach the teacher. A critical prediction and
-``cold_start`` go to the teacher, and so do audits.
+Every stage routes the same way (``route_stage``): the first stage here, over decoded
+events, and later stages in the refine worker (``streams.refine``), over the requests the
+stage before handed on. When the task runs the cascade (``tiers`` has more than one stage),
+a ``low_confidence`` item goes to the next stage (``Routed.destination`` ``"refine"``: the
+``<task>.refine`` topic) instead of the teacher; a ``critical`` one (predicted, or flagged
+by a floor), ``cold_start`` and audits go to the teacher.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from distillery.settings import Settings
 from distillery.tasks import TaskConfig
-from models.policy import REASONS, DecisionPolicy, decide
+from models.policy import REASONS, DecisionPolicy, Reason, decide
 from schemas.records import Decision, RequestReason, TeacherRequest, to_millis
 from streams.decode import Item
 
@@ -53,7 +54,25 @@ class Policy:
 
     audit_rate: float
     critical_floor: float
-    floors_onward: bool = False  # a cascade hands floor-only critical items to tier 2
+
+    @classmethod
+    def for_task(cls, settings: Settings, task: TaskConfig) -> Policy:
+        """The task's own values where its table sets them, else the settings'."""
+        audit = task.policy.audit_rate
+        floor = task.policy.critical_floor
+        return cls(audit_rate=settings.audit_rate if audit is None else audit,
+                   critical_floor=settings.critical_floor if floor is None else floor)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """One item through one stage: its label and confidence, the policy's reason, and
+    whether it goes on to the next stage (``low_confidence`` with a stage after this one)."""
+
+    label: str
+    confidence: float
+    reason: Reason
+    onward: bool
 
 
 @dataclass(frozen=True)
@@ -109,10 +128,25 @@ def task_rules(student: StudentLike, task: TaskConfig, policy: Policy) -> Decisi
     return rules.with_floors({**rules.floors, **extra}) if extra else rules
 
 
+def route_stage(task: TaskConfig, stage: StudentLike, texts: list[str], policy: Policy,
+                has_next: bool) -> list[StageOutcome]:
+    """Every stage's routing: one ``predict_many``, then ``models.policy.decide`` under the
+    stage's calibrated policy (``task_rules``)."""
+    if not texts:
+        return []
+    predictions = stage.predict_many(texts)
+    decided = decide(np.asarray(predictions.probs), task_rules(stage, task, policy))
+    onward = decided.handed_on() if has_next else np.zeros(len(texts), dtype=bool)
+    return [StageOutcome(stage.labels[int(decided.label_ids[i])],
+                         min(max(float(decided.confidence[i]), 0.0), 1.0),
+                         REASONS[int(decided.reason_codes[i])], bool(onward[i]))
+            for i in range(len(texts))]
+
+
 def route_batch(
     task: TaskConfig, student: StudentLike | None, items: list[Item], policy: Policy
 ) -> list[Routed]:
-    """Route a batch with one ``predict_many`` call."""
+    """Route a batch of events through the first stage."""
     now = to_millis(datetime.now(UTC))
     if not items:
         return []
@@ -121,32 +155,24 @@ def route_batch(
             Routed(item, None, _request(task, item, "cold_start", None, None, None, now))
             for item in items
         ]
-    predictions = student.predict_many([item.text for item in items])
-    decided = decide(np.asarray(predictions.probs), task_rules(student, task, policy))
-    onward = (decided.handed_on(policy.floors_onward).tolist() if task.cascade
-              else [False] * len(items))
+    outcomes = route_stage(task, student, [item.text for item in items], policy, task.cascade)
     out: list[Routed] = []
-    for i, item in enumerate(items):
-        label = student.labels[int(decided.label_ids[i])]
-        conf = float(decided.confidence[i])
-        reason = REASONS[int(decided.reason_codes[i])]
-        if reason == "confident":
+    for item, o in zip(items, outcomes, strict=True):
+        if o.reason == "confident":
             # built from validated parts (a decoded record, the model's own label, a
             # probability, a millisecond time): not validated again, it is the hot path
             decision = Decision.model_construct(
-                id=item.record.id, task=task.name, label=label,
-                confidence=min(max(conf, 0.0), 1.0), decided_by="student",
-                model_version=student.version, reason="confident",
+                id=item.record.id, task=task.name, label=o.label, confidence=o.confidence,
+                decided_by="student", model_version=student.version, reason="confident",
                 latency_ms=_latency_ms(item, now), cost=0.0, decided_at=now,
             )
             audit = None
             if audit_selected(item.record.id, policy.audit_rate):
-                audit = _request(task, item, "audit", label, conf, student.version, now)
+                audit = _request(task, item, "audit", o.label, o.confidence, student.version,
+                                 now)
             out.append(Routed(item, decision, audit))
             continue
-        to_tier2 = onward[i]
-        out.append(
-            Routed(item, None, _request(task, item, reason, label, conf, student.version, now),
-                   "refine" if to_tier2 else "teacher")
-        )
+        out.append(Routed(item, None, _request(task, item, o.reason, o.label, o.confidence,
+                                               student.version, now),
+                          "refine" if o.onward else "teacher"))
     return out

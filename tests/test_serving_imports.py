@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHECK = """
 import sys
 import streams.app, streams.hotswap, workers.teacher.worker, workers.cli.main, models
-import streams.refine, models.embed.tier2, models.embed.encoder
+import streams.refine, models.stage, models.embed.encoder
 heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'onnx', 'onnxscript'})
 print(','.join(heavy))
 """

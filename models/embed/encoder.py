@@ -17,7 +17,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from distillery.errors import ModelError
-from models.runtime import sha256_of
+from models.stage import sha256_of
 
 
 class TextEncoder:

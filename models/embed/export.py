@@ -72,7 +72,7 @@ def build_encoder(target: Path) -> dict[str, Any]:
     import torch
 
     from models.embed.bert import load_minilm
-    from models.runtime import sha256_of
+    from models.stage import sha256_of
 
     files = weight_files.verified()
     log.info("exporting %s to ONNX into %s", weight_files.NAME, target)
@@ -171,7 +171,7 @@ def int8_cosine(data: bytes, int8: bytes, tokenizer_bytes: bytes,
 
 
 def int8_entries(data: bytes, int8: bytes, tokenizer_bytes: bytes) -> dict[str, Any]:
-    from models.runtime import sha256_of
+    from models.stage import sha256_of
 
     return {"int8_sha256": sha256_of(int8),
             "int8_min_cosine": int8_cosine(data, int8, tokenizer_bytes)}

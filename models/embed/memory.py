@@ -11,7 +11,7 @@ own distribution, and the vote is mixed half and half with the head:
 So an item close to several past verdicts that agree gets a confident score (the agreement
 of several verdicts also outvotes one wrong verdict: a noisy teacher's errors are scattered),
 and an item far from every verdict keeps the head's score. The radius is calibrated like any
-other stage's threshold (``models.embed.train2``: the one whose calibrated policy decides the
+other stage's threshold (``models.embed.fit``: the one whose calibrated policy decides the
 most at the target), and no memory at all is one of the choices.
 
 The memory travels inside the head's ONNX graph (``memory_nodes``): a version is still one

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from distillery.settings import load_settings
-from models.embed.cascade import TEACHER, TIER1, TIER2, pooled_logits, route_cascade
+from models.cascade import route_cascade, route_metrics
 from models.embed.encoder import TextEncoder
 from models.embed.export import ensure_encoder
 from models.policy import DecisionPolicy
@@ -39,25 +39,31 @@ def test_cascade_calls_the_teacher_less_on_clinc(clinc_dir: Path, tmp_path: Path
     assert cascade["decided_accuracy"] >= alone["decided_accuracy"] - 0.002
 
 
-def test_cascade_sends_floor_flags_to_tier2_and_critical_predictions_to_the_teacher() -> None:
+def test_a_cascade_of_any_length_hands_on_only_low_confidence_items() -> None:
     labels = ("a", "b", "fraud")
     p1_policy = DecisionPolicy(labels, (0.8, 0.8, 0.8), {"fraud": 0.2})
     p2_policy = DecisionPolicy(labels, (0.6, 0.6, 0.6), {"fraud": 0.2})
-    p1 = np.array([[0.9, 0.05, 0.05],   # tier 1 decides
-                   [0.5, 0.45, 0.05],   # forwarded; tier 2 sure → tier 2
-                   [0.5, 0.45, 0.05],   # forwarded; tier 2 unsure → teacher
-                   [0.6, 0.1, 0.3],     # tier 1's floor alone → tier 2, which clears it
-                   [0.6, 0.1, 0.3],     # tier 1's floor alone → tier 2, whose floor holds it
-                   [0.1, 0.1, 0.8]])    # a critical prediction → teacher, tier 2 not asked
+    p3_policy = DecisionPolicy(labels, (0.4, 0.4, 0.4), {"fraud": 0.2})
+    p1 = np.array([[0.9, 0.05, 0.05],   # stage 1 decides
+                   [0.5, 0.45, 0.05],   # handed on; stage 2 sure → stage 2
+                   [0.5, 0.45, 0.05],   # handed on; stage 2 unsure → stage 3 decides
+                   [0.6, 0.1, 0.3],     # stage 1's floor → teacher, stage 2 not asked
+                   [0.1, 0.1, 0.8],     # a critical prediction → teacher
+                   [0.5, 0.45, 0.05]])  # handed on twice; stage 3 unsure → teacher
     p2 = np.array([[0.1, 0.9, 0.0], [0.05, 0.9, 0.05], [0.5, 0.45, 0.05], [0.99, 0.0, 0.01],
-                   [0.7, 0.0, 0.3], [0.99, 0.0, 0.01]])
-    default = route_cascade(p1, p1_policy, p2, p2_policy)  # floor flags go to the teacher
-    assert default.tier.tolist() == [TIER1, TIER2, TEACHER, TEACHER, TEACHER, TEACHER]
-    route = route_cascade(p1, p1_policy, p2, p2_policy, floors_onward=True)
-    assert route.tier.tolist() == [TIER1, TIER2, TEACHER, TIER2, TEACHER, TEACHER]
-    assert route.label_ids[:4].tolist() == [0, 1, 0, 0]
-    assert route.skipped.tolist() == [False, False, False, False, False, True]
-    assert route_cascade(p1, p1_policy, None, None).tier.tolist() == [
-        TIER1, TEACHER, TEACHER, TEACHER, TEACHER, TEACHER]
-    pooled = pooled_logits(p1, np.log(p2 + 1e-9))
-    assert pooled.shape == p1.shape and np.isfinite(pooled).all()
+                   [0.99, 0.0, 0.01], [0.5, 0.45, 0.05]])
+    p3 = np.array([[0.0, 1.0, 0.0]] * 3 + [[1.0, 0.0, 0.0]] * 2 + [[0.35, 0.33, 0.32]])
+    one = route_cascade([(p1, p1_policy)])
+    assert one.stage.tolist() == [1, 0, 0, 0, 0, 0]
+    two = route_cascade([(p1, p1_policy), (p2, p2_policy)])
+    assert two.stage.tolist() == [1, 2, 0, 0, 0, 0]
+    assert two.label_ids[:2].tolist() == [0, 1]
+    three = route_cascade([(p1, p1_policy), (p2, p2_policy), (p3, p3_policy)])
+    assert three.stage.tolist() == [1, 2, 3, 0, 0, 0]
+    assert three.shares() == pytest.approx({"stage1": 1 / 6, "stage2": 1 / 6,
+                                            "stage3": 1 / 6, "teacher": 0.5})
+    truth = ["a", "b", "b", "fraud", "fraud", "a"]
+    whole = route_metrics(three, truth, labels, ["fraud"])
+    assert whole.coverage == pytest.approx(0.5) and whole.catch_rate["fraud"] == 1.0
+    own = route_metrics(three, truth, labels, ["fraud"], only=2)
+    assert own.n == 1 and own.decided_accuracy == 1.0

@@ -1,11 +1,11 @@
-"""The verdict memory (kNN over past verdicts inside tier 2's head) and the cascade's joint
-calibration, on synthetic unit vectors: no encoder, no broker."""
+"""The verdict memory (kNN over past verdicts inside the embed stage's head), on synthetic
+unit vectors: no encoder, no broker."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.calibrate import NOTHING, EarlierStages, calibrate_policy
+from models.calibrate import calibrate_policy
 from models.embed.head import check_head_parity, export_head, head_probs, train_head
 from models.embed.memory import build_memory
 from models.pipeline import unweighted_sample
@@ -66,25 +66,3 @@ def test_memory_lets_the_calibrated_policy_decide_more_where_neighbours_agree() 
         return cal.metrics.coverage
 
     assert coverage(memory.with_radius(0.8)) > coverage(None) + 0.3
-
-
-def test_joint_calibration_counts_what_the_earlier_stage_decided() -> None:
-    """A later stage calibrated against a very accurate earlier part may accept more of its
-    own, less accurate items: the cascade's decided part as a whole meets the target."""
-    rng = np.random.default_rng(5)
-    n = 400
-    y = rng.integers(0, 2, size=n)
-    right = rng.random(n) < 0.85  # this stage is right on 85% of its items
-    conf = rng.uniform(0.5, 1.0, size=n)
-    pred = np.where(right, y, 1 - y)
-    logits = np.zeros((n, 2))
-    logits[np.arange(n), pred] = np.log(conf / (1 - conf + 1e-9))
-    kwargs = dict(accuracy_target=0.93, catch_target=0.95, z=1.0, min_support=20,
-                  conservative_floor=0.05, sample=unweighted_sample(["a"] * n, []))
-    alone = calibrate_policy(logits, y, None, ["a", "b"], [], earlier=NOTHING, **kwargs)  # type: ignore[arg-type]
-    earlier = EarlierStages(weight=2000.0, correct=1990.0, squares=2000.0)
-    joint = calibrate_policy(logits, y, None, ["a", "b"], [], earlier=earlier, **kwargs)  # type: ignore[arg-type]
-    assert joint.metrics.coverage > alone.metrics.coverage
-    accepted = joint.metrics.coverage * n
-    correct = (joint.metrics.decided_accuracy or 0.0) * accepted
-    assert (correct + 1990.0) / (accepted + 2000.0) >= 0.93

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from distillery.settings import Settings
-from models import pipeline
+from models import gate, pipeline
 from models.calibrate import calibrate_policy, certified_target, cross_fitted, softmax
 from models.policy import NEVER
 from models.system import SystemMetrics, system_metrics
@@ -30,11 +30,11 @@ def decided(n: int, right: int, undecided: int = 0) -> SystemMetrics:
 
 def test_evidently_under_needs_the_upper_bound_under_the_target() -> None:
     assert decided(400, 340).decided_effective_n == pytest.approx(400)
-    assert pipeline.evidently_under(decided(400, 340), SETTINGS)  # 0.85 on 400
-    assert not pipeline.evidently_under(decided(30, 27), SETTINGS)  # 0.90 on 30: may be 0.93
-    assert not pipeline.evidently_under(decided(400, 390), SETTINGS)
-    assert not pipeline.evidently_under(None, SETTINGS)
-    assert not pipeline.evidently_under(decided(0, 0, undecided=10), SETTINGS)
+    assert gate.evidently_under(decided(400, 340), SETTINGS)  # 0.85 on 400
+    assert not gate.evidently_under(decided(30, 27), SETTINGS)  # 0.90 on 30: may be 0.93
+    assert not gate.evidently_under(decided(400, 390), SETTINGS)
+    assert not gate.evidently_under(None, SETTINGS)
+    assert not gate.evidently_under(decided(0, 0, undecided=10), SETTINGS)
 
 
 def _gate_against(old: SystemMetrics, monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -18,7 +18,7 @@ from models.export import check_parity
 from models.featurize import Featurizer, FeaturizerConfig
 from models.pipeline import gate, publish_and_promote, train_version
 from models.registry import Registry
-from models.runtime import Student
+from models.stage import Stage
 
 INTENTS = ["balance", "bill_due", "card_declined", "lost_luggage", "report_fraud",
            "pin_change", "freeze_account", "transfer"]
@@ -52,7 +52,7 @@ def test_clinc150_accuracy_and_onnx_parity(clinc: dict, tmp_path: Path) -> None:
     manifest, decision = publish_and_promote(result, task=task, settings=settings)
     assert decision.passed, decision.reason
     assert result.summary["parity_max_abs_diff"] < 1e-4
-    student = Student.load(manifest.directory)
+    student = Stage.load(manifest.directory)
     test_texts, test_labels = [t for t, _ in clinc["test"]], [y for _, y in clinc["test"]]
     predicted = student.predict_many(test_texts).labels
     accuracy = float(np.mean(np.array(predicted) == np.array(test_labels)))
@@ -87,12 +87,12 @@ def test_corrupt_truncated_or_mismatched_files_are_refused(clinc: dict, tmp_path
     good = model.read_bytes()
     model.write_bytes(good[: len(good) // 2])  # truncated
     with pytest.raises(ModelError, match="sha256"):
-        Student.load(second.directory)
+        Stage.load(second.directory)
     model.write_bytes(good[:-10] + b"0123456789")  # corrupt, same length
     with pytest.raises(ModelError, match="refused"):
         registry.load_student("intents", second.version)
     with pytest.raises(ModelError, match="expected"):
-        Student.load(first.directory, expected_sha256="f" * 64)  # not the announced model
+        Stage.load(first.directory, expected_sha256="f" * 64)  # not the announced model
     assert registry.serving("intents").version == second.version
     with pytest.raises(ModelError):
         registry.promote("intents", second.version)  # promote refuses the corrupt file
@@ -133,7 +133,7 @@ def test_thresholds_meet_their_accuracy_target_on_held_out_data(clinc: dict,
                            holdout_texts=cal_texts, holdout_labels=cal_labels)
     manifest, _ = publish_and_promote(result, task=_task(labels_used), settings=settings,
                                       force=True)
-    student = Student.load(manifest.directory)
+    student = Stage.load(manifest.directory)
     test_texts, test_labels = _rows(clinc, "test", labels_used)
     d = decide(student.predict_proba(test_texts), student.routing_policy(0.2))
     right = np.array([student.labels[i] for i in d.label_ids]) == np.array(test_labels)

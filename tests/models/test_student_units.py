@@ -13,7 +13,7 @@ import pytest
 from distillery.errors import ConfigError, ModelError, RegistryError
 from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
-from models import Registry, Student, slice_report, train_version
+from models import Registry, Stage, slice_report, train_version
 from models.calibrate import choose_thresholds, fit_temperature, softmax
 from models.data import read_labelled
 from models.featurize import Featurizer, FeaturizerConfig, _mix
@@ -116,7 +116,7 @@ def test_export_is_one_file_with_dynamic_batch_and_calibrated_probs(
     manifest, _ = publish_and_promote(trained, task=_task(), settings=_settings(tmp_path))
     assert sorted(p.name for p in manifest.directory.iterdir()) == ["manifest.json",
                                                                     "model.onnx"]
-    student = Student.load(manifest.directory / "model.onnx")  # a file path works too
+    student = Stage.load(manifest.directory / "model.onnx")  # a file path works too
     texts = trained.holdout_texts
     batch = student.predict_many(texts)
     one = student.predict_many(texts[:1])
@@ -139,13 +139,13 @@ def test_a_manifest_that_does_not_fit_its_model_is_refused(
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "thresholds": data["thresholds"][:-1]}))
     with pytest.raises(ModelError, match="thresholds"):
-        Student.load(manifest.directory)
+        Stage.load(manifest.directory)
     path.write_text(json.dumps({**data, "featurizer": {**data["featurizer"], "scheme": 99}}))
     with pytest.raises(ModelError, match="scheme"):
-        Student.load(manifest.directory)
+        Stage.load(manifest.directory)
     (manifest.directory / "model.onnx").unlink()
     with pytest.raises(ModelError, match="missing"):
-        Student.load(manifest.directory)
+        Stage.load(manifest.directory)
 
 
 # --- calibration and slices -------------------------------------------------------------

@@ -27,11 +27,11 @@ from distillery.settings import Settings
 from distillery.tasks import get_task
 from models.embed.encoder import TextEncoder
 from models.embed.export import ensure_encoder
-from models.embed.tier2 import EmbedStudent, registry_key, verify_head
-from models.embed.train2 import fit_tier2
+from models.embed.fit import fit_embed
 from models.pipeline import train_version
 from models.policy import NEVER, decide
 from models.registry import Registry
+from models.stage import Stage, registry_key
 from schemas.records import Decision, ModerationItem, TeacherRequest
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
@@ -52,7 +52,7 @@ def _publish(registry: Registry, key: str, model: bytes, data: dict[str, object]
         policy["floors"] = floors
     data = {**data, "policy": policy, "thresholds": thresholds}
     manifest = registry.publish(key, model, data)
-    registry.promote(key, manifest.version, verify=verify_head if tier2 else None)
+    registry.promote(key, manifest.version)
     announce_manifest(settings, registry.show(key, manifest.version))
     return manifest.version
 
@@ -121,15 +121,16 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     vectors = encoder.encode(texts, 64)
     index = {name: i for i, name in enumerate(t1.labels)}
     y = np.array([index[t] for t in truth])
-    t2 = fit_tier2(vectors[:450], y[:450], vectors[450:600], y[450:600], t1.labels,
+    t2 = fit_embed(vectors[:450], y[:450], vectors[450:600], y[450:600], t1.labels,
                    task.critical_labels, settings)
-    key = registry_key("moderation")
+    key = registry_key("moderation", "embed")
     only_ok = [0.0 if name == "ok" else NEVER for name in t1.labels]
     routine = [NEVER if name in task.critical_labels else 0.0 for name in t1.labels]
     # tier 2's floors out of reach: only its critical predictions hold an item for the teacher
     high = {c: NEVER for c in task.critical_labels}
     _publish(registry, key, t2.model, t2.manifest(), only_ok, settings, True, high)
-    tier2 = EmbedStudent.load(registry.serving(key).directory, encoder)  # type: ignore[union-attr]
+    tier2 = Stage.load(registry.serving(key).directory,  # type: ignore[union-attr]
+                       encoder=lambda: encoder)
     assert tier2.version == "embed-v0001"
     route2 = decide(tier2.predict_many(texts[600:]).probs, tier2.routing_policy(0.2))
 

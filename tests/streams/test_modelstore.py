@@ -18,7 +18,7 @@ from models.export import export_onnx
 from models.featurize import Featurizer, FeaturizerConfig
 from models.network import StudentNet
 from models.registry import Registry
-from models.runtime import Student, sha256_of
+from models.stage import Stage, sha256_of
 from schemas.records import ModelAnnouncement
 from streams.announce import announce_manifest, publish_announcement
 from streams.hotswap import ModelHolder, announced_directory, default_loader
@@ -62,13 +62,13 @@ def test_fetch_into_an_empty_registry_checks_every_byte(kafka_settings: Settings
     other = kafka_settings.model_copy(update={"registry_root": tmp_path / "other-host"})
     directory = fetch_version(other, uri)
     assert directory == local_copy(other, "tickets", "v0001")
-    student = Student.load(directory, expected_sha256=sha)
+    student = Stage.load(directory, expected_sha256=sha)
     assert list(student.labels) == LABELS
     with pytest.raises(ModelError):  # the announcement's sha256 is what is served, or nothing
-        Student.load(directory, expected_sha256="0" * 64)
+        Stage.load(directory, expected_sha256="0" * 64)
     # a corrupted cached copy is fetched again, not served
     (directory / "model.onnx").write_bytes(b"corrupt")
-    assert Student.load(fetch_version(other, uri), expected_sha256=sha)
+    assert Stage.load(fetch_version(other, uri), expected_sha256=sha)
     third = kafka_settings.model_copy(update={"registry_root": tmp_path / "third-host"})
     with pytest.raises(ModelError):  # an offset that is not this version's index
         fetch_version(third, re.sub(r"offset=\d+", "offset=0", uri), timeout_s=10)

@@ -4,7 +4,7 @@ On a labelled stream split into train / calibration / test (CLINC150: its own sp
 out-of-scope as a label; moderation: the synthetic stream in order, 60/20/20), both tiers
 train on the same items, each is calibrated by ``models.calibrate.calibrate_policy`` for the
 same accuracy target and critical catch target (tier 2 on the calibration items tier 1
-forwards), and the test items are routed by ``models.embed.cascade.route_cascade``. The
+forwards), and the test items are routed by ``models.cascade.route_cascade``. The
 figures (teacher calls, decided and system accuracy, catch rate per critical label, each
 tier's share) come from ``models.system``. Tier 2's embeddings are computed once per text
 and kept in ``cache_dir`` (``.npy`` keyed by the texts' hash), so a re-run embeds nothing.
@@ -25,7 +25,7 @@ import numpy as np
 
 from distillery.settings import Settings
 from models.calibrate import Calibration, calibrate_policy, softmax
-from models.embed.cascade import cascade_metrics, forwarded, pooled_logits, route_cascade
+from models.cascade import forwarded, route_cascade, route_metrics
 from models.policy import CalibrationSample
 
 log = logging.getLogger(__name__)
@@ -188,15 +188,28 @@ def compare(stream: Stream, t1: tuple[np.ndarray, np.ndarray],
         cal2 = _calibrate(l2_cal[fwd], stream.calib.y[fwd], stream, settings, target)
         p2 = softmax(l2_test, cal2.temperature)
         row: dict[str, Any] = {"target": target}
-        for name, route in (("tier1", route_cascade(p1, cal1.policy, None, None)),
-                            ("cascade", route_cascade(p1, cal1.policy, p2, cal2.policy))):
-            m = cascade_metrics(route, stream.test.y, stream.labels, stream.critical)
+        truth = [stream.labels[int(i)] for i in stream.test.y]
+        for name, route in (("tier1", route_cascade([(p1, cal1.policy)])),
+                            ("cascade", route_cascade([(p1, cal1.policy),
+                                                       (p2, cal2.policy)]))):
+            m = route_metrics(route, truth, stream.labels, stream.critical)
+            shares = route.shares()
             row[name] = {"teacher_call_fraction": m.teacher_call_fraction,
                          "coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
                          "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate,
-                         "shares": route.shares()}
+                         "shares": {"tier1": shares.get("stage1", 0.0),
+                                    "tier2": shares.get("stage2", 0.0),
+                                    "teacher": shares["teacher"]}}
         rows.append(row)
     return rows
+
+
+def pooled_logits(probs1: np.ndarray, logits2: np.ndarray) -> np.ndarray:
+    """Tier 2's scores with tier 1's evidence: log p₁ + log softmax(tier-2 logits), a
+    product of experts (calibration then fits its own temperature over the sum)."""
+    z = logits2 - logits2.max(axis=1, keepdims=True)
+    log2 = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return np.asarray(np.log(np.clip(probs1, 1e-12, 1.0)) + log2, dtype=np.float32)
 
 
 def bare_accuracy(logits: np.ndarray, y: np.ndarray) -> float:

@@ -337,7 +337,7 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
     """Run the measurements ``cfg.repeats`` times; report medians and ratios.
 
     Its topics live under a prefix of its own, deleted at the end unless ``keep_topics``."""
-    from models.runtime import Student
+    from models.stage import Stage
     from workers.runtime.stack import remove_topics
 
     task = get_task(settings, "tickets").model_copy(update={"tiers": ["ngram"]})
@@ -350,7 +350,7 @@ def run_stream_bench(settings: Settings, cfg: BenchConfig, progress: Progress,
             "topic_partitions": cfg.partitions,
         })
         manifest = _bench_student(s, task, progress)
-        student = Student.load(manifest.directory, expected_sha256=manifest.sha256,
+        student = Stage.load(manifest.directory, expected_sha256=manifest.sha256,
                                threads=s.student_threads)
         cascade = None
         if "embed" in cfg.tiers:

@@ -51,10 +51,10 @@ def prepare_models(settings: Settings, task: TaskConfig, forward: float,
     a sample) and tier 2; return both manifests, to be announced under each run's prefix."""
     from models.embed.encoder import TextEncoder
     from models.embed.export import ensure_encoder
-    from models.embed.tier2 import registry_key
-    from models.embed.train2 import fit_tier2, publish_tier2
+    from models.embed.fit import fit_embed, publish_embed
     from models.pipeline import train_version
     from models.registry import Registry
+    from models.stage import registry_key
     from workers.sim.synth import generate
 
     registry = Registry(settings.registry_root)
@@ -80,11 +80,11 @@ def prepare_models(settings: Settings, task: TaskConfig, forward: float,
     vectors = encoder.encode(texts, 64)
     index = {name: i for i, name in enumerate(t1.labels)}
     y = np.array([index[label] for label in labels])
-    t2 = fit_tier2(vectors[:3000], y[:3000], vectors[3000:], y[3000:], t1.labels,
+    t2 = fit_embed(vectors[:3000], y[:3000], vectors[3000:], y[3000:], t1.labels,
                    task.critical_labels, settings)
-    tier2 = publish_tier2(registry, task.name, t2, promote=True)
+    tier2 = publish_embed(registry, task.name, t2, promote=True)
     return [registry.show(task.name, tier1.version),
-            registry.show(registry_key(task.name), tier2.version)]
+            registry.show(registry_key(task.name, "embed"), tier2.version)]
 
 
 def _start(settings: Settings, argv: list[str], log_file: Path) -> subprocess.Popen[bytes]:

@@ -19,7 +19,7 @@ from distillery.settings import Settings
 from models.calibrate import softmax
 from models.export import export_onnx
 from models.featurize import Featurizer, FeaturizerConfig
-from models.runtime import Student, sha256_of
+from models.stage import Stage, sha256_of
 from models.train import TrainConfig, train_net
 
 BATCH_SIZES = (1, 32, 256)
@@ -34,7 +34,7 @@ def _rate(fn: Callable[[list[str]], Any], texts: list[str], batch: int, items: i
 
 
 def _student_from(net: Any, featurizer: Featurizer, labels: list[str], tmp: Path,
-                  threads: int) -> Student:
+                  threads: int) -> Stage:
     data = export_onnx(net, 1.0)
     (tmp / "model.onnx").write_bytes(data)
     manifest = {"task": "bench", "version": "bench", "labels": labels, "sha256": sha256_of(data),
@@ -42,7 +42,7 @@ def _student_from(net: Any, featurizer: Featurizer, labels: list[str], tmp: Path
     import json
 
     (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return Student.load(tmp, threads=threads)
+    return Stage.load(tmp, threads=threads)
 
 
 def run_student_bench(settings: Settings, texts: list[str], labels: list[str],

@@ -155,8 +155,7 @@ class Backtest:
                                       registry.show(self.task.name).data, []))
 
     def run(self) -> BacktestFigures:
-        policy = Policy(self.cfg.audit_rate, self.cfg.critical_floor,
-                        self.settings.cascade_floors_onward)
+        policy = Policy(self.cfg.audit_rate, self.cfg.critical_floor)
         if self.bootstrap:
             self._refresh()
         decided: list[str] = []
@@ -206,13 +205,13 @@ class Backtest:
     def _tier2(self, routed: list[Routed], policy: Policy
                ) -> dict[str, tuple[Decision | None, TeacherRequest | None]]:
         """Tier 2 over what tier 1 sends to ``refine``, with the refine worker's own routing
-        (``streams.refine.tier2_route``); by id. Empty with no tier-2 version."""
+        (``streams.refine.route_requests``); by id. Empty with no tier-2 version."""
         ask = [r.request for r in routed if r.request is not None and r.destination == "refine"]
         if self.tier2 is None or not ask:
             return {}
-        from streams.refine import tier2_route
+        from streams.refine import route_requests
 
-        out = tier2_route(self.task, self.tier2, ask, policy)
+        out = route_requests(self.task, self.tier2, ask, policy)
         return {req.id: pair for req, pair in zip(ask, out, strict=True)}
 
 

@@ -6,7 +6,7 @@ with ``DISTILLERY_EMBED_PRECISION=float32``; the trainer store's
 ``embeddings`` table, ``workers.trainer.embeddings``, with the id left empty so the key is
 the text's sha256 alone; float16). A second run over the same history encodes nothing.
 ``TextEmbeddings`` is both the refresh's ``Embedder`` and, through ``encode``, the encoder
-the backtest's tier-2 student (``models.embed.tier2.EmbedStudent``) scores with; the ONNX
+the backtest's embed stage (``models.stage.Stage``) scores with; the ONNX
 encoder itself is loaded only when a text is new.
 """
 
@@ -46,7 +46,7 @@ class TextEmbeddings:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
-            from models.embed.tier2 import encoder_loader
+            from models.stage import encoder_loader
 
             self._encoder = encoder_loader(self.settings.cache_dir,
                                            self.settings.embed_threads,
@@ -62,17 +62,16 @@ class TextEmbeddings:
         return self.embed([], texts) if texts else np.zeros((0, 0), dtype=np.float32)
 
     def student(self, settings: Settings, task: str) -> Any:
-        """The serving tier-2 version of ``task`` in ``settings``' registry, scoring through
-        this cache."""
-        from models.embed.tier2 import EmbedStudent, registry_key
+        """The serving embed-stage version of ``task`` in ``settings``' registry, scoring
+        through this cache."""
         from models.registry import Registry
+        from models.stage import Stage, registry_key
 
-        manifest = Registry(settings.registry_root).serving(registry_key(task))
+        manifest = Registry(settings.registry_root).serving(registry_key(task, "embed"))
         if manifest is None:
             return None
-        return EmbedStudent.load(manifest.directory, cast(Any, self),
-                                 expected_sha256=manifest.sha256,
-                                 threads=settings.student_threads)
+        return Stage.load(manifest.directory, expected_sha256=manifest.sha256,
+                          threads=settings.student_threads, encoder=lambda: cast(Any, self))
 
     def close(self) -> None:
         self.db.close()

@@ -34,7 +34,7 @@ from schemas.records import (
 from schemas.serde import decode
 from streams.topics import DEADLETTER_TOPIC, MODELS_TOPIC
 
-# models.embed.tier2.VERSION_PREFIX (not imported: it would load onnxruntime for a report)
+# models.stage.stage_version's embed prefix (not imported: it would load onnxruntime for a report)
 TIER2_PREFIX = "embed-"
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from models.pipeline import GateDecision, publish_and_promote, train_version
 from models.policy import CalibrationSample
 from models.registry import Manifest, Registry
 from workers.trainer.schedule import refresh_step
+from workers.trainer.stages import Embedder
 from workers.trainer.store import Example
-from workers.trainer.tier2 import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
                  announce: Announce | None = None, embedder: Embedder | None = None,
                  announce_tier2: Announce | None = None) -> RefreshOutcome:
     """Tier 1, then (the task's ``tiers`` include ``embed`` and an ``embedder`` is given)
-    tier 2 from the same dataset (``workers.trainer.tier2``): its outcome is the report's
+    tier 2 from the same dataset (``workers.trainer.stages``): its outcome is the report's
     ``tier2`` (a tier-2 failure is recorded there and leaves tier 1's outcome alone)."""
     suspect: set[str] = set()
     encoded_before = embedder.encoded if embedder is not None else 0
@@ -245,10 +245,10 @@ def _suspects(bootstrap: list[tuple[str, str]], examples: list[Example],
 def _refresh_tier2(settings: Settings, task: TaskConfig, data: Dataset,
                    train_rows: list[tuple[str, str]], examples: list[Example],
                    embedder: Embedder, announce: Announce | None) -> dict[str, Any]:
-    from workers.trainer.tier2 import refresh_tier2
+    from workers.trainer.stages import refresh_next_stage
 
     try:
-        return refresh_tier2(settings, task, train_rows, data.holdout, data.weights, data.held,
+        return refresh_next_stage(settings, task, train_rows, data.holdout, data.weights, data.held,
                              {e.text: e.id for e in examples}, embedder, announce)
     except Exception as exc:  # tier 2 failing leaves tier 1's refresh standing
         log.exception("task %s: the tier-2 refresh failed", task.name)

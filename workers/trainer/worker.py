@@ -90,7 +90,7 @@ def store_refresher(settings: Settings, task: TaskConfig,
     ``registry_keep`` (a version is 16-67 MB; a long-running trainer would fill the disk).
 
     A task whose ``tiers`` include ``embed`` also gets its tier-2 head trained, gated,
-    published under ``<task>/embed`` and announced (``workers.trainer.tier2``); embeddings
+    published under ``<task>/embed`` and announced (``workers.trainer.stages``); embeddings
     are kept in the store's ``embeddings`` table (the encoder is loaded on first need).
 
     ``confirm`` is asked right before each announcement: if this trainer no longer holds
@@ -107,7 +107,7 @@ def store_refresher(settings: Settings, task: TaskConfig,
 
     def encode(texts: list[str]) -> Any:
         if not encoder:
-            from models.embed.tier2 import encoder_loader
+            from models.stage import encoder_loader
 
             encoder.append(encoder_loader(settings.cache_dir, settings.embed_threads,
                                           settings.embed_precision)())
@@ -135,9 +135,10 @@ def store_refresher(settings: Settings, task: TaskConfig,
                  outcome.reason, contradicted)
         pruned = prune_versions(settings, task.name)
         if task.cascade:
-            from models.embed.tier2 import registry_key
+            from models.stage import registry_key
 
-            pruned += [f"embed/{v}" for v in prune_versions(settings, registry_key(task.name))]
+            later = registry_key(task.name, "embed")
+            pruned += [f"embed/{v}" for v in prune_versions(settings, later)]
         if pruned:
             log.info("task %s: pruned %s", task.name, ", ".join(pruned))
         return outcome.as_dict()
@@ -290,9 +291,9 @@ class TrainerWorker:
             registry = Registry(self.settings.registry_root)
             keys = [self.task.name]
             if self.task.cascade:  # and its tier-2 version, for the refine worker
-                from models.embed.tier2 import registry_key
+                from models.stage import registry_key
 
-                keys.append(registry_key(self.task.name))
+                keys.append(registry_key(self.task.name, "embed"))
             latest = asyncio.run(latest_announcements(self.settings))
             for key in keys:
                 manifest = registry.serving(key)

@@ -15,8 +15,8 @@ from distillery.settings import Settings
 from distillery.tasks import LabelSpec, TaskConfig
 from models.embed.encoder import TextEncoder
 from models.embed.export import ensure_encoder
-from models.embed.tier2 import registry_key
 from models.registry import Manifest, Registry
+from models.stage import registry_key
 from schemas.records import TeacherVerdict
 from workers.trainer.embeddings import StoredEmbeddings
 from workers.trainer.refresh import RefreshConfig, build_dataset, refresh_once
@@ -83,13 +83,13 @@ def test_refresh_publishes_both_tiers_and_reembeds_nothing_old(
     add(first, 0)
     report1 = refresh()
     registry = Registry(settings.registry_root)
-    key = registry_key("intents")
+    key = registry_key("intents", "embed")
     assert registry.versions("intents") == ["v0001"] and [m.task for m in announced] == [
         "intents"]
     assert report1["version"] == "v0001", report1["reason"]
     assert registry.versions(key) == ["v0001"]
     manifest2 = registry.show(key, "v0001")
-    assert manifest2.data["tier"] == "embed" and manifest2.labels == registry.show(
+    assert manifest2.data["stage"] == "embed" and manifest2.labels == registry.show(
         "intents").labels
     assert report1["n_forwarded"] >= 10 and report1["encoded"] == len(encoder.texts) > 0
     if report1["promoted"]:  # announced under <task>/embed, as the refine worker follows

@@ -1,11 +1,12 @@
-"""Training a tier-2 version: head on embeddings, calibrated policy, ONNX, registry.
+"""Training an ``embed`` stage version: head on embeddings, calibrated policy, ONNX, registry.
 
-``fit_tier2`` trains the linear head (``models.embed.head``) on embeddings of the labelled
+``fit_embed`` trains the linear head (``models.embed.head``) on embeddings of the labelled
 texts, calibrates its policy with ``models.calibrate.calibrate_policy`` on held-out items
-(the ones tier 1 forwards: tier 2 only ever sees those), exports the head with the
-temperature inside and checks onnxruntime against numpy. ``publish_tier2`` stores it under
-``<task>/embed`` in the registry and promotes it if asked (verified as a head, not a
-tier-1 student). Training side: imports torch (through the head) and ``onnx``.
+(the ones the stages before forward: this stage only ever sees those), exports the head with the
+temperature inside and checks onnxruntime against numpy. ``publish_embed`` stores it under
+``<task>/embed`` in the registry and promotes it if asked. Its manifest is every stage's
+(``models.pipeline.manifest_data``). Training side: imports torch (through the head) and
+``onnx``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from typing import Any
 import numpy as np
 
 from distillery.settings import Settings
-from models.calibrate import NOTHING, Calibration, EarlierStages, calibrate_policy
+from models.calibrate import Calibration, calibrate_policy
 from models.embed.head import check_head_parity, export_head, scores, train_head
 from models.embed.memory import RADII, Memory, build_memory
-from models.embed.tier2 import TIER, registry_key, verify_head
-from models.pipeline import unweighted_sample
+from models.pipeline import manifest_data, unweighted_sample
 from models.policy import CalibrationSample
 from models.registry import Manifest, Registry
+from models.stage import registry_key
 
 
 @dataclass(frozen=True)
-class Tier2Result:
+class EmbedResult:
     model: bytes  # the head's ONNX file
     calibration: Calibration
     labels: list[str]
@@ -37,25 +38,16 @@ class Tier2Result:
     radii: dict[str, float | None] | None = None  # coverage each radius gave at the target
 
     def manifest(self) -> dict[str, Any]:
-        cal = self.calibration
-        m = cal.metrics
-        return {
-            "tier": TIER,
-            "labels": self.labels,
-            "critical_labels": self.critical,
-            "thresholds": cal.thresholds,
-            "temperature": cal.temperature,
-            "temperature_in_graph": True,
-            "policy": cal.policy_data(),
-            "metrics": {"coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
-                        "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate},
-            "system": m.as_dict(),
-            "training_data": {"n_train": self.n_train, "n_holdout": m.n},
-            "memory": None if self.memory is None else {
+        m = self.calibration.metrics
+        return manifest_data(
+            "embed", self.labels, self.critical, self.calibration,
+            metrics={"coverage": m.coverage, "decided_accuracy": m.decided_accuracy,
+                     "system_accuracy": m.system_accuracy, "catch_rate": m.catch_rate},
+            training_data={"n_train": self.n_train, "n_holdout": m.n},
+            memory=None if self.memory is None else {
                 "rows": len(self.memory.labels), "k": self.memory.k,
                 "radius": self.memory.radius, "weight": self.memory.weight},
-            "memory_radii": self.radii,
-        }
+            memory_radii=self.radii)
 
 
 def class_weights(y: np.ndarray, k: int, max_weight: float = 20.0) -> np.ndarray:
@@ -64,15 +56,13 @@ def class_weights(y: np.ndarray, k: int, max_weight: float = 20.0) -> np.ndarray
     return np.clip(median / np.maximum(counts, 1.0), 1.0, max_weight)
 
 
-def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
+def fit_embed(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
               hold_y: np.ndarray, labels: Sequence[str], critical: Sequence[str],
               settings: Settings, *, weights: np.ndarray | None = None,
               sample: CalibrationSample | None = None, threads: int = 1,
-              earlier: EarlierStages = NOTHING,
-              memory_texts: Sequence[str] | None = None) -> Tier2Result:
-    """Head on ``train_x`` (embeddings), policy calibrated on ``hold_x`` (what tier 1
-    forwards of the held-out items; with ``earlier``, what tier 1 decides of the rest, so
-    that the cascade as a whole meets the targets), exported and parity-checked. With
+              memory_texts: Sequence[str] | None = None) -> EmbedResult:
+    """Head on ``train_x`` (embeddings), policy calibrated on ``hold_x`` (what the stages
+    before forward of the held-out items), exported and parity-checked. With
     ``memory_texts`` (the texts of ``train_x``'s rows) the head may carry a verdict memory
     (``models.embed.memory``) if calibration finds that it decides more."""
     names = list(labels)
@@ -90,14 +80,14 @@ def fit_tier2(train_x: np.ndarray, train_y: np.ndarray, hold_x: np.ndarray,
             catch_target=settings.critical_catch_target, z=settings.calibration_z,
             min_support=settings.min_class_support,
             conservative_floor=settings.critical_floor_conservative, sample=hold_sample,
-            earlier=earlier, certify=settings.calibration_cross_fit)
+            certify=settings.calibration_cross_fit)
 
     chosen, cal, radii = _choose_memory(memory, calibrated)
     model = export_head(head, cal.temperature, chosen)
     check_head_parity(model, head, cal.temperature,
                       hold_x[:256] if len(hold_x) else train_x[:256], memory=chosen,
                       tolerance=1e-4 if chosen is not None else 1e-5)
-    return Tier2Result(model, cal, names, crit, len(train_y), chosen, radii)
+    return EmbedResult(model, cal, names, crit, len(train_y), chosen, radii)
 
 
 def _choose_memory(memory: Memory | None, calibrated: Callable[[Memory | None], Calibration]
@@ -116,14 +106,14 @@ def _choose_memory(memory: Memory | None, calibrated: Callable[[Memory | None], 
     return best_memory, best, radii
 
 
-def publish_tier2(registry: Registry, task: str, result: Tier2Result, *, promote: bool,
+def publish_embed(registry: Registry, task: str, result: EmbedResult, *, promote: bool,
                   gate: dict[str, Any] | None = None) -> Manifest:
     """Store the version under ``<task>/embed``; promote it when ``promote``."""
-    key = registry_key(task)
+    key = registry_key(task, "embed")
     data = result.manifest()
     if gate is not None:
         data["gate"] = gate
     manifest = registry.publish(key, result.model, data)
     if promote:
-        registry.promote(key, manifest.version, verify=verify_head)
+        registry.promote(key, manifest.version)
     return manifest
