@@ -221,7 +221,15 @@ def open_session(data: bytes, threads: int, where: Path | str) -> ort.InferenceS
 
 
 def _check_width(session: ort.InferenceSession, manifest: StageManifest, where: Path) -> None:
-    width = session.get_outputs()[0].shape[-1]
+    """The graph's ``probs`` output: float32, one column per label."""
+    outputs = {o.name: o for o in session.get_outputs()}
+    if "probs" not in outputs:
+        raise ModelError(f"{where}: the graph has no 'probs' output "
+                         f"({', '.join(outputs) or 'none'}); refused")
+    if outputs["probs"].type != "tensor(float)":
+        raise ModelError(f"{where}: its 'probs' are {outputs['probs'].type}, not float32; "
+                         "refused")
+    width = outputs["probs"].shape[-1]
     if isinstance(width, int) and width != len(manifest.labels):
         raise ModelError(f"{where}: the graph has {width} outputs for "
                          f"{len(manifest.labels)} labels; refused")
@@ -275,7 +283,7 @@ class Stage:
     def predict_features(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         """Probabilities [n, labels] from ready features (the trainer keeps embeddings)."""
         out = self.session.run(["probs"], {k: np.asarray(v) for k, v in feed.items()})[0]
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(out)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probabilities float32 [n, labels] (temperature is inside the graph)."""

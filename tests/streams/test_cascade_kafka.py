@@ -4,8 +4,8 @@ Moderation with ``tiers = ["ngram", "embed"]``: tier 1 (an n-gram student traine
 acceptance thresholds set out of reach so that every non-critical item is tier 2's) sends
 ``low_confidence`` items to ``moderation.refine``; the refine worker decides what its tier-2
 policy accepts (``decided_by`` student, ``model_version`` ``embed-v0001``) and forwards the
-rest to ``moderation.teacher`` with both tiers' scores; an item tier 1 flags as critical by a
-floor alone goes to tier 2 too, which clears it; a critical *prediction* skips tier 2. Then a
+rest to ``moderation.teacher`` with both tiers' scores; an item tier 1 routes as critical (a
+critical prediction, or a floor alone, even one tier 2 would clear) skips tier 2. Then a
 second tier-2 version is announced on ``models`` (key ``moderation/embed``) and the running
 refine worker decides with it (``embed-v0002``) without a restart. Its ``/metrics`` is scraped
 after each phase: the counts and the serving version agree with the topics.
@@ -143,7 +143,8 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
             pick.setdefault("critical", j)  # a critical prediction: straight to the teacher
         elif reasons1[j] == "critical":
             if reasons2[j] == "confident":
-                pick.setdefault("floor", j)  # flagged by tier 1's floor, cleared by tier 2
+                pick.setdefault("floor", j)  # flagged by tier 1's floor: the teacher, though
+                # tier 2 would clear it
         elif reasons2[j] == "confident":
             pick.setdefault("tier2", j)
         elif reasons2[j] == "low_confidence" and labels2[j] not in task.critical_labels:
@@ -152,8 +153,7 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     chosen = {kind: items[600 + j] for kind, j in pick.items()}
 
     classify = start_classify(settings, tmp_path / "classify.log", ("moderation",),
-                              DISTILLERY_TASKS_FILE=str(tasks_file),
-                              DISTILLERY_CASCADE_FLOORS_ONWARD="true")
+                              DISTILLERY_TASKS_FILE=str(tasks_file))
     refine_log = open(tmp_path / "refine.log", "ab")  # noqa: SIM115 - the child owns it
     port = free_port()
     refine = subprocess.Popen(
@@ -164,9 +164,9 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
     try:
         _produce(settings, list(chosen.values()))
         ids = {kind: item.id for kind, item in chosen.items()}
-        decisions, requests = _wait(settings, lambda d, r: {ids["tier2"], ids["floor"]}
-                                    <= {x.id for x in d}
-                                    and {ids["teacher"], ids["critical"]} <= {x.id for x in r})
+        decisions, requests = _wait(settings, lambda d, r: ids["tier2"] in {x.id for x in d}
+                                    and {ids["teacher"], ids["critical"], ids["floor"]}
+                                    <= {x.id for x in r})
         by_id = {d.id: d for d in decisions}
         asked = {r.id: r for r in requests if r.reason != "audit"}
         assert ids["tier2"] in by_id, (tmp_path / "refine.log").read_text()[-3000:]
@@ -189,20 +189,19 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
         refine_requests = {r.id: r for r in (decode(m.value, TeacherRequest) for m in read_all(
             settings, "moderation.refine"))}
         refined = set(refine_requests)
-        assert ids["critical"] not in refined
-        assert {ids["tier2"], ids["teacher"], ids["floor"]} <= refined
-        # the floor-flagged item: sent on as critical by tier 1, decided by tier 2
-        assert refine_requests[ids["floor"]].reason == "critical"
-        cleared = by_id[ids["floor"]]
-        assert (cleared.decided_by, cleared.model_version) == ("student", "embed-v0001")
-        assert ids["floor"] not in asked
+        assert ids["critical"] not in refined and ids["floor"] not in refined
+        assert {ids["tier2"], ids["teacher"]} <= refined
+        # the floor-flagged item: straight to the teacher as critical, tier 2 not asked
+        flagged = asked[ids["floor"]]
+        assert flagged.reason == "critical" and flagged.tier2_version is None
+        assert ids["floor"] not in by_id
 
         # /metrics: what it read, decided and forwarded, and the version serving
         scraped = _scrape(port)
         t = 'task="moderation"'
         audits = sum(1 for r in requests if r.reason == "audit")
-        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == len(refined) == 3
-        assert scraped[f"distillery_refine_decided_total{{{t}}}"] == 2
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == len(refined) == 2
+        assert scraped[f"distillery_refine_decided_total{{{t}}}"] == 1
         assert scraped[f'distillery_refine_forwarded_total{{reason="low_confidence",{t}}}'] == 1
         assert scraped.get(f'distillery_refine_forwarded_total{{reason="audit",{t}}}',
                            0.0) == audits
@@ -229,7 +228,7 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
         scraped = _scrape(port)
         assert scraped[f'distillery_refine_model_version_info{{{t},version="embed-v0002"}}'] == 1
         assert not any("embed-v0001" in name for name in scraped)
-        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == 3 + len(sent)
+        assert scraped[f"distillery_refine_items_in_total{{{t}}}"] == 2 + len(sent)
     finally:
         codes = (stop(classify), stop(refine))
     assert codes == (0, 0), (tmp_path / "refine.log").read_text()[-3000:]
