@@ -52,10 +52,19 @@ app.command("demo")(stack.demo)
 app.add_typer(bench.bench_app, name="bench")
 
 
+# libraries whose INFO and WARNING lines mean nothing to a user at the terminal (kafka-python's
+# event-loop timing, aiokafka's rebalances): only their errors reach it. A worker process
+# (``distillery worker ...``, what ``up`` and the demo start) logs them in full to its log.
+QUIET_LIBRARIES = ("kafka", "aiokafka", "faust", "mode", "httpx", "httpcore")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (argv if argv is not None else sys.argv[1:])[:1] != ["worker"]:
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app(args=argv, standalone_mode=True)
     except DistilleryError as exc:
