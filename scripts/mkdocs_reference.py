@@ -30,7 +30,10 @@ def settings_table() -> str:
             default = "none"
         else:
             default = f"`{field.default}`" if str(field.default) != "" else "empty"
-        kind = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
+        kind = getattr(field.annotation, "__name__", None) if isinstance(
+            field.annotation, type) else None
+        kind = (kind or str(field.annotation)).replace("typing.", "").replace(
+            "pathlib.", "").replace("pydantic.types.", "").replace(" | ", " or ")
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{_cell(kind)}` | {_cell(default)} | "
                     f"{_cell(field.description or '')} |")
     return "\n".join(rows)
