@@ -179,7 +179,10 @@ class EncoderFeatures:
     def features(self, texts: list[str]) -> dict[str, np.ndarray]:
         if self.encoder is None:
             raise ModelError("this embed stage was loaded without its sentence encoder")
-        return {"embedding": self.encoder.encode(list(texts), self.batch_size)}
+        vectors = self.encoder.encode(list(texts), self.batch_size)
+        # rounded as the trainer's and the backtest's stores keep them (float16): the stage
+        # scores in the stream exactly the vectors it was calibrated and gated on
+        return {"embedding": vectors.astype(np.float16).astype(np.float32)}
 
 
 EncoderSource = Callable[[], "TextEncoder"]

@@ -29,11 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_example() -> str:
-    """The first ``python`` block of the README's "Formats and the Python client" section."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Formats and the Python client", 1)[1].split("\n## ", 1)[0]
+    """The first ``python`` block of the docs' Python client page."""
+    section = (REPO / "docs" / "reference" / "client.md").read_text(encoding="utf-8")
     found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert found, "the README's client section has no python example"
+    assert found, "the docs' client page has no python example"
     return found.group(1)
 
 

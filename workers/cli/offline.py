@@ -92,6 +92,7 @@ def backtest(
     volume_per_day: Annotated[float | None, typer.Option(min=0.0, help="Items a day (default: the history's size)")] = None,
     teacher_cost_per_call: Annotated[float | None, typer.Option(min=0.0, help="Default: estimated from the token prices")] = None,
     via_kafka: Annotated[bool, typer.Option(help="Run through real topics and workers")] = False,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="With --via-kafka: produce at this many items a second, the workers racing the stream (default: in lockstep with the loop, which reproduces the in-process run)")] = None,
     tiers: Annotated[str | None, typer.Option(help="Student tiers, comma-separated: ngram,embed (the cascade; with --via-kafka a refine worker runs tier 2) or ngram (tier 1 alone); default: the tasks' default")] = None,
     json_file: Annotated[Path | None, typer.Option("--json")] = None,
     sweep: Annotated[str | None, typer.Option(help="Accuracy targets, comma-separated: one run per target (with ngram,embed: tier 1 alone too, and the two compared at the same accuracy)")] = None,
@@ -118,10 +119,13 @@ def backtest(
             raise ConfigError("--sweep runs in-process only (not with --via-kafka)")
         write_json(json_file, _sweep(s, history, boot, cfg, _targets(sweep), shuffle))
         return
+    if rate is not None and not via_kafka:
+        raise ConfigError("--rate paces a --via-kafka run; add --via-kafka")
     if via_kafka:
         from workers.offline.via_kafka import run_via_kafka
 
-        figures = run_via_kafka(s, history, boot, cfg, shuffle, progress=err.print)
+        figures = run_via_kafka(s, history, boot, cfg, shuffle, progress=err.print,
+                                rate=rate or 150.0, lockstep=rate is None)
     else:
         with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.description}"), console=err, transient=True) as bar:

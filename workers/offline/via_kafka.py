@@ -10,11 +10,19 @@ runs the cascade: a refine worker joins them (tier 2, trained and announced by t
 trainer once it has verdicts), and each item's tier is read off its decision
 (``workers.report.figures.tier_of``: a student decision whose ``model_version`` starts with
 ``embed-`` is tier 2's), as the in-process backtest counts it.
+
+By default the history goes in **lockstep** (``workers.offline.lockstep``): a batch of the
+in-process backtest's size at a time, the next only once every worker has caught up, a due
+refresh is done and the workers serve what it promoted — so the run reproduces the
+in-process one on any machine. ``rate`` (``backtest --via-kafka --rate N``) paces it by the
+clock instead, the workers racing the stream as they would live.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tempfile
 import time
 import uuid
@@ -28,8 +36,10 @@ from schemas.records import Decision, TeacherVerdict, TextItem
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
 from workers.offline.backtest import BacktestConfig, HistoryRow, backtest_task
+from workers.offline.embedcache import TextEmbeddings
 from workers.offline.figures import BacktestFigures, figures_of
 from workers.report.figures import tier_of
+from workers.runtime.procs import free_port
 from workers.runtime.stack import children, prepare, remove_topics
 from workers.runtime.supervisor import Supervisor
 from workers.trainer.refresh import refresh_config, refresh_once
@@ -55,9 +65,10 @@ def _read(settings: Settings, topic: str) -> list[Any]:
 def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list[tuple[str, str]],
                   cfg: BacktestConfig, shuffle: int | None, rate: float = 150.0,
                   progress: Callable[[str], None] = print, timeout_s: float = 900.0,
-                  logs: Path | None = None) -> BacktestFigures:
+                  logs: Path | None = None, lockstep: bool = True) -> BacktestFigures:
     """The backtest through Kafka; ``logs``: where the workers' log files go (default: a
-    temporary directory, deleted with everything else at the end)."""
+    temporary directory, deleted with everything else at the end); ``lockstep`` (the
+    default) or paced at ``rate`` items a second."""
     import random
 
 
@@ -81,21 +92,38 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
             "critical_floor": cfg.critical_floor, "teacher_calls_per_minute": 1e6,
             "teacher_cost_per_hour": 1e6,
             "metrics_port": 0,  # the refine worker's /metrics: off, no port to collide on
+            # in lockstep a refresh is due by verdicts only, as in-process
+            "refresh_every_minutes": 1e9 if lockstep else settings.refresh_every_minutes,
         })
         boot_file = home / "bootstrap.jsonl"
         with open(boot_file, "w", encoding="utf-8") as handle:
             for text, label in bootstrap:
                 handle.write(json.dumps({"text": text, "label": label}) + "\n")
         s, broker = prepare(s, [task])
-        if bootstrap:
-            refresh_once(s, task, bootstrap, [], 0, refresh_config(s),
-                         announce=lambda m: announce_manifest(s, m))
-        supervisor = Supervisor(s, children(s, [task], logs or home / "logs",
-                                            bootstrap_files={"backtest": boot_file}))
+        if bootstrap:  # both stages from the bootstrap, as the in-process run starts
+            embeddings = TextEmbeddings(s) if task.cascade else None
+            try:
+                refresh_once(s, task, bootstrap, [], 0, refresh_config(s),
+                             announce=lambda m: announce_manifest(s, m), embedder=embeddings,
+                             announce_tier2=lambda m: announce_manifest(s, m))
+            finally:
+                if embeddings is not None:
+                    embeddings.close()
+        kids = children(s, [task], logs or home / "logs",
+                        bootstrap_files={"backtest": boot_file})
+        refine_port = free_port() if lockstep and task.cascade else None
+        for kid in kids:  # the barrier reads which version the refine worker serves
+            if refine_port and kid.argv[:2] == ["worker", "refine"]:
+                kid.argv = [*kid.argv, "--metrics-port", str(refine_port)]
+        supervisor = Supervisor(s, kids)
         supervisor.start()
         try:
             _await_workers(s, task, supervisor, progress)
-            _produce(s, history, rate, supervisor, progress)
+            if lockstep:
+                _produce_in_lockstep(s, task, history, cfg.batch_size, refine_port,
+                                     supervisor, progress)
+            else:
+                _produce(s, history, rate, supervisor, progress)
             decided = _await_decisions(s, {r.id for r in history}, supervisor, timeout_s,
                                        progress)
             verdicts = {decode(m.value, TeacherVerdict).id for m in _read(s, "backtest.verdicts")}
@@ -156,6 +184,46 @@ def _produce(s: Settings, history: list[HistoryRow], rate: float, supervisor: Su
             progress(f"produced {i + 1} of {len(history)}")
     producer.flush()
     producer.close()
+
+
+def _produce_in_lockstep(s: Settings, task: TaskConfig, history: list[HistoryRow],
+                         batch_size: int, refine_port: int | None, supervisor: Supervisor,
+                         progress: Callable[[str], None]) -> None:
+    from kafka import KafkaProducer
+
+    from streams.refine import group_id as refine_group
+    from workers.offline.lockstep import Barrier, Hop
+    from workers.teacher.worker import group_id as teacher_group
+
+    hops = [Hop(f"{s.topic_prefix}distillery-classify", "backtest")]
+    if task.cascade:
+        hops.append(Hop(refine_group(s, task), task.refine_topic))
+    hops += [Hop(teacher_group(s, task), task.teacher_topic),
+             Hop(f"{s.topic_prefix}distillery-trainer-{task.name}", task.verdicts_topic)]
+    barrier = Barrier(s, task, hops, s.web_port, refine_port, poll=supervisor.poll)
+    producer = KafkaProducer(linger_ms=5, **s.kafka_python_producer_kwargs())
+    trainer = next(c for c in supervisor.children if c.argv[:2] == ["worker", "trainer"])
+
+    def signal_trainer(sig: int) -> None:
+        if trainer.proc is not None and trainer.proc.poll() is None:
+            os.kill(trainer.proc.pid, sig)
+
+    try:
+        for start in range(0, len(history), batch_size):
+            signal_trainer(signal.SIGSTOP)
+            for row in history[start:start + batch_size]:
+                producer.send(s.topic("backtest"), key=row.id.encode(),
+                              value=encode(TextItem(id=row.id, text=row.text)))
+            producer.flush()
+            barrier.wait(release=lambda: signal_trainer(signal.SIGCONT))
+            done = min(len(history), start + batch_size)
+            if done % 1000 < batch_size or done == len(history):
+                progress(f"produced {done} of {len(history)} in lockstep "
+                         f"({barrier.waited_s:.0f} s waiting for the loop)")
+    finally:
+        signal_trainer(signal.SIGCONT)
+        producer.close()
+        barrier.close()
 
 
 def _await_decisions(s: Settings, ids: set[str], supervisor: Supervisor, timeout_s: float,

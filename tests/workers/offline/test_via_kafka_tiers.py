@@ -1,16 +1,12 @@
 """``backtest --via-kafka --tiers ngram,embed``: the cascade through real topics and workers
 (classify, refine, recorded teacher and trainer as child processes) on a CLINC150 history of
-all 150 intents (5 bootstrap items each, then 1,200 at 20 a second), beside the in-process
-run of the same history.
+all 150 intents (5 bootstrap items each, then 1,200), beside the in-process run of the same
+history.
 
-The via-kafka run lags the in-process one (a refresh — tier 1, then embedding the new
-verdicts and tier 2 — takes seconds while the stream goes on; in-process a new version
-serves at once), so the two runs' figures are printed, not compared as pass marks. What must
-hold: every item decided, the tier shares read off the decisions add up to the coverage,
-tier 2 — trained and announced by the trainer worker, served by the refine worker — decided
-part of the stream, and the accuracy agrees with the in-process run's within noise.
-(With 30 intents tier 1 learns so fast that it forwards too few held-out items for tier 2
-to be trained before the stream ends.)
+In lockstep (the default) the stream waits for the loop after each batch — every worker
+caught up, a due refresh done, its versions served — as the in-process run does, so the
+figures do not depend on the machine's speed. The first stage's share reproduces the
+in-process run's; the second stage's does not yet (see the assertions).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from workers.offline.via_kafka import run_via_kafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-N, RATE = 1200, 20.0  # items, and items a second: tier 2 serves well before the end
+N = 1200
 KEYS = ("teacher_call_fraction", "coverage", "accuracy")
 
 
@@ -66,7 +62,7 @@ def test_cascade_backtest_via_kafka(clinc_dir: Path, kafka_bootstrap: str,
     cfg = BacktestConfig(critical=["freeze_account"], tiers=["ngram", "embed"],
                          audit_rate=s.audit_rate, critical_floor=s.critical_floor)
     local = run_backtest(s, stream, boot, cfg)
-    kafka = run_via_kafka(s, stream, boot, cfg, None, rate=RATE, progress=lambda m: None,
+    kafka = run_via_kafka(s, stream, boot, cfg, None, progress=lambda m: None,
                           logs=tmp_path / "logs")
     print("in-process", _line(local))
     print("via-kafka ", _line(kafka))
@@ -78,6 +74,10 @@ def test_cascade_backtest_via_kafka(clinc_dir: Path, kafka_bootstrap: str,
     assert shares["tier1"] + shares["tier2"] == pytest.approx(kafka["coverage"])
     refine_log = (tmp_path / "logs" / "refine-backtest.log").read_text(encoding="utf-8")
     assert shares["tier2"] > 0.0, refine_log[-2000:]
-    # one-sided: a slower machine trains tier 2 later and sends more to the teacher, which
-    # only raises the accuracy (measured: 0.963 through Kafka against 0.938 in-process)
-    assert kafka["accuracy"] >= local["accuracy"] - 0.05
+    # in lockstep the first stage reproduces the in-process run (measured: 0.4717 both ways)
+    assert abs(shares["tier1"] - local["tier_shares"]["tier1"]) <= 0.01
+    # the second stage does not yet: the trainer worker's early embed-stage gate decisions
+    # differ from the in-process refresh's on the same verdicts (measured: tier 2 decided
+    # 0.235 through Kafka against 0.418 in-process), so the teacher is called more, which
+    # only raises the accuracy
+    assert kafka["accuracy"] >= local["accuracy"] - 0.02
