@@ -76,8 +76,10 @@ def test_cascade_backtest_via_kafka(clinc_dir: Path, kafka_bootstrap: str,
     assert shares["tier2"] > 0.0, refine_log[-2000:]
     # in lockstep the first stage reproduces the in-process run (measured: 0.4717 both ways)
     assert abs(shares["tier1"] - local["tier_shares"]["tier1"]) <= 0.01
-    # the second stage does not yet: the trainer worker's early embed-stage gate decisions
-    # differ from the in-process refresh's on the same verdicts (measured: tier 2 decided
-    # 0.235 through Kafka against 0.418 in-process), so the teacher is called more, which
-    # only raises the accuracy
+    # the second stage does not yet: a refresh holds out the most recent verdicts by arrival,
+    # and within a batch they arrive through Kafka in another order than the history's (the
+    # teacher answers concurrently, critical items skip tier 2), so the early embed-stage
+    # gates, on ~30 held-out items, judge other samples (measured: tier 2 decided 0.23-0.37
+    # through Kafka against 0.418 in-process); the teacher is called more, which only
+    # raises the accuracy
     assert kafka["accuracy"] >= local["accuracy"] - 0.02
