@@ -137,7 +137,7 @@ class Backtest:
 
     def _refresh(self) -> None:
         outcome = refresh_once(self.settings, self.task, self.bootstrap, self.examples, 0,
-                               refresh_config(self.settings, self.cfg.seed),
+                               refresh_config(self.settings, self.cfg.seed, self.task),
                                embedder=self.embeddings)
         tier2 = outcome.report.get("tier2")
         self.refreshes.append({"at_item": self._done, "verdicts": len(self.examples),

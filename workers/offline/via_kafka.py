@@ -103,7 +103,7 @@ def run_via_kafka(settings: Settings, history: list[HistoryRow], bootstrap: list
         if bootstrap:  # both stages from the bootstrap, as the in-process run starts
             embeddings = TextEmbeddings(s) if task.cascade else None
             try:
-                refresh_once(s, task, bootstrap, [], 0, refresh_config(s),
+                refresh_once(s, task, bootstrap, [], 0, refresh_config(s, task=task),
                              announce=lambda m: announce_manifest(s, m), embedder=embeddings,
                              announce_tier2=lambda m: announce_manifest(s, m))
             finally:

@@ -267,10 +267,15 @@ def stamp() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def refresh_config(settings: Settings, seed: int = 0) -> RefreshConfig:
-    """The refresh configuration every caller uses (worker, replay, backtest)."""
-    return RefreshConfig(min_calibration=settings.min_calibration,
-                         audit_rate=settings.audit_rate, seed=seed)
+def refresh_config(settings: Settings, seed: int = 0,
+                   task: TaskConfig | None = None) -> RefreshConfig:
+    """The refresh configuration every caller uses (worker, replay, backtest). An audit
+    stands for ``1/audit_rate`` items at the rate the task was audited at: its own
+    ``policy.audit_rate`` where its table sets one, as the workers route with."""
+    rate = settings.audit_rate
+    if task is not None and task.policy.audit_rate is not None:
+        rate = task.policy.audit_rate
+    return RefreshConfig(min_calibration=settings.min_calibration, audit_rate=rate, seed=seed)
 
 
 __all__ = ["GateDecision", "RefreshConfig", "RefreshOutcome", "build_dataset", "holdout_size",

@@ -32,7 +32,8 @@ def retrain_from(settings: Settings, task: TaskConfig, topic: str, since: dateti
         store.commit()
         examples, contradicted = store.examples()
         store.close()
-    outcome = refresh_once(settings, task, [], examples, contradicted, refresh_config(settings),
+    outcome = refresh_once(settings, task, [], examples, contradicted,
+                           refresh_config(settings, task=task),
                            announce=lambda m: announce_manifest(settings, m, "promote"))
     return outcome.as_dict()
 

@@ -123,7 +123,7 @@ def store_refresher(settings: Settings, task: TaskConfig,
 
         examples, contradicted = store.examples()
         outcome = refresh_once(
-            settings, task, bootstrap, examples, contradicted, refresh_config(settings),
+            settings, task, bootstrap, examples, contradicted, refresh_config(settings, task=task),
             announce=announce,
             embedder=StoredEmbeddings(store.db, encode) if task.cascade else None,
             announce_tier2=announce,
