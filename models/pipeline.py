@@ -30,7 +30,7 @@ from models.calibrate import Calibration, calibrate_policy, softmax
 from models.evaluate import SliceReport, slice_report
 from models.export import export_checked
 from models.featurize import Featurizer, FeaturizerConfig
-from models.gate import judge
+from models.gate import fmt, judge
 from models.network import StudentNet
 from models.policy import CalibrationSample, decide
 from models.registry import Manifest, Registry
@@ -203,7 +203,7 @@ def train_version(
     log.info("task %s: trained %s labels on %s texts in %.1f s (%s epochs); on %s held-out "
              "items: coverage %.3f at decided accuracy %s", task.name, len(trained.labels),
              len(texts), trained.seconds, trained.epochs_run, len(holdout_texts),
-             cal.metrics.coverage, _fmt(cal.metrics.decided_accuracy))
+             cal.metrics.coverage, fmt(cal.metrics.decided_accuracy))
     return TrainResult(task.name, trained.labels, model, cal, report, holdout_texts,
                        holdout_labels, featurizer.to_dict(), summary, critical, trained.net,
                        [float(w) for w in weights])
@@ -214,10 +214,6 @@ def unweighted_sample(labels: Sequence[str], critical: Sequence[str]) -> Calibra
     return CalibrationSample(n=len(labels), weight=float(len(labels)),
                              effective_n=float(len(labels)), audits=0, deferred=len(labels),
                              gold=0, critical_support={c: counts[c] for c in critical})
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def missing_critical(result: TrainResult, task: TaskConfig | None,

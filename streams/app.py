@@ -249,10 +249,6 @@ class ClassifyApp:
             return web.bytes(self.metrics.render(), content_type="text/plain; version=0.0.4")
 
 
-def _first(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
 def run_worker(settings: Settings, tasks: list[TaskConfig], loglevel: str = "INFO") -> None:
     """Run the classify worker until SIGTERM/SIGINT (faust drains, flushes and commits).
 

@@ -35,7 +35,7 @@ from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from models.registry import Registry
 from models.stage import registry_key, stage_version
-from workers.trainer.schedule import refresh_step
+from workers.trainer.schedule import due_by_verdicts
 from workers.trainer.worker import store_path
 
 VERSION_INFO = re.compile(r'^(distillery(?:_refine)?_model_version_info)\{[^}]*version="([^"]+)"'
@@ -122,8 +122,8 @@ class Barrier:
         finally:
             db.close()
         new = int(row[0]) if row else 0
-        return new < refresh_step(max(0, seen - new), self.s.refresh_first_verdicts,
-                                  self.s.refresh_every_verdicts)
+        return not due_by_verdicts(new, seen, self.s.refresh_first_verdicts,
+                                   self.s.refresh_every_verdicts)
 
     def _served(self) -> bool:
         registry = Registry(self.s.registry_root)

@@ -15,3 +15,9 @@ def refresh_step(verdicts_so_far: int, first: int, every: int) -> int:
     [50, 50, 100, 200, 400, 500, 500]
     """
     return max(1, min(every, max(first, verdicts_so_far)))
+
+
+def due_by_verdicts(new: int, seen: int, first: int, every: int) -> bool:
+    """Whether ``new`` verdicts since the last refresh, of ``seen`` stored in all, make a
+    refresh due (the trainer's loop, and the backtest's lockstep barrier waiting for it)."""
+    return new > 0 and new >= refresh_step(max(0, seen - new), first, every)

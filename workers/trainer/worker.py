@@ -38,7 +38,7 @@ from distillery.tasks import TaskConfig
 from workers.runtime.signals import run_until_signal
 from workers.trainer.consume import apply_message
 from workers.trainer.leader import LeadershipLost, TrainerLock, latest_announcements
-from workers.trainer.schedule import refresh_step
+from workers.trainer.schedule import due_by_verdicts
 from workers.trainer.store import TrainingStore
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,8 @@ class TrainerWorker:
         if self.new_verdicts <= 0:
             return False
         seen = self.store.counts()["verdicts"]  # the step grows with the verdicts seen
-        if self.new_verdicts >= refresh_step(max(0, seen - self.new_verdicts),
-                                             self.settings.refresh_first_verdicts,
-                                             self.settings.refresh_every_verdicts):
+        if due_by_verdicts(self.new_verdicts, seen, self.settings.refresh_first_verdicts,
+                           self.settings.refresh_every_verdicts):
             return True
         return time.monotonic() - self.last_refresh >= self.settings.refresh_every_minutes * 60
 
