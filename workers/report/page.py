@@ -34,12 +34,13 @@ padding:20px 24px;margin:20px 0}
 h2{margin:0 0 14px;font-size:20px}h3{margin:18px 0 8px;font-size:15px;color:#374151}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
 .card{background:#f9fafb;border:1px solid #e5e7eb;border-radius:10px;padding:10px 12px}
-.card .v{font-size:22px;font-weight:650;white-space:nowrap}.card .k{color:#6b7280;font-size:12px}
+.card .v{font-size:22px;font-weight:650;overflow-wrap:anywhere}
+.card .k{color:#6b7280;font-size:12px}.card.pair{grid-column:span 2}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:14px;
 margin-top:16px}
 .chart{border:1px solid #e5e7eb;border-radius:10px;overflow:hidden;background:#fff}
 .chart svg{display:block;width:100%;height:auto}
-.wide{grid-column:1/-1;display:flex;justify-content:center}.wide svg{max-width:680px}
+.wide{grid-column:1/-1;display:flex;justify-content:center}.wide svg{max-width:752px}
 .note{color:#6b7280;font-size:12px;margin:6px 2px}
 .empty{background:#fffbeb;border:1px solid #fde68a;border-radius:10px;padding:14px 18px;
 color:#92400e}
@@ -87,8 +88,9 @@ def _cards(f: dict[str, Any]) -> str:
         ("models promoted", _fmt(f["models_promoted"])),
         ("dead letters", _fmt(f["dead_lettered"])),
     ]
-    cells = "".join(f"<div class='card'><div class='v'>{value}</div>"
-                    f"<div class='k'>{escape(key)}</div></div>" for key, value in items)
+    cells = "".join(f"<div class='{'card pair' if ' / ' in key else 'card'}'>"
+                    f"<div class='v'>{value}</div><div class='k'>{escape(key)}</div></div>"
+                    for key, value in items)
     return f"<div class='cards'>{cells}</div>"
 
 
@@ -193,7 +195,7 @@ def _catch_chart(f: dict[str, Any]) -> str:
 
 
 def _curve_chart(f: dict[str, Any]) -> str:
-    title = "Teacher calls against system accuracy over the accuracy target"
+    title = "Teacher calls and system accuracy per target"
     policy = f.get("policy") or {}
     curve = policy.get("curve") or []
     if not curve:
@@ -201,10 +203,11 @@ def _curve_chart(f: dict[str, Any]) -> str:
     names = [("● " if abs(p["target"] - (policy.get("accuracy_target") or -1)) < 1e-9 else "")
              + f"{p['target']:g}" for p in curve] + ["teacher only"]
     return bar_chart(
-        f"{title} ({policy.get('version')}, held-out verdicts)", names,
+        f"{title} ({policy.get('version')})", names,
         [Bars("teacher calls", [p["teacher_call_fraction"] for p in curve] + [1.0], PALETTE[1]),
          Bars("system accuracy", [p["system_accuracy"] for p in curve] + [1.0], PALETTE[0])],
-        y_label="share", x_label="accuracy target of the decided part (● chosen)",
+        y_label="share",
+        x_label="accuracy target of the decided part, on held-out verdicts (● chosen)",
         y_fmt=percent, y_range=(0.0, 1.0))
 
 

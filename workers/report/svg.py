@@ -119,8 +119,17 @@ def _open(title: str, frame: Frame) -> list[str]:
         f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {frame.width:.0f} "
         f"{frame.height:.0f}' role='img' aria-label='{escape(title, quote=True)}' {FONT}>",
         f"<rect width='{frame.width:.0f}' height='{frame.height:.0f}' fill='#ffffff'/>",
-        _text(frame.width / 2, 24, title, size=15, weight="600", color="#111827"),
+        _text(frame.width / 2, 24, title, size=15, weight="600", color="#111827",
+              extra=_squeeze(title, 15, frame.width - 24)),
     ]
+
+
+def _squeeze(content: str, size: int, room: float) -> str:
+    """Attributes that narrow a text to ``room`` when its estimated width would not fit."""
+    estimate = 0.6 * size * len(content)  # a generous average glyph width for sans-serif
+    if estimate <= room:
+        return ""
+    return f"textLength='{room:.0f}' lengthAdjust='spacingAndGlyphs'"
 
 
 def _y_axis(frame: Frame, ticks: list[float], y_of: Callable[[float], float], fmt: Fmt,
@@ -190,7 +199,8 @@ def _x_time_axis(frame: Frame, lo: float, hi: float, x_of: Callable[[float], flo
         x = x_of(stamp)
         parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{frame.base:.1f}' "
                      f"y2='{frame.base + 4:.1f}' stroke='#9ca3af'/>")
-        parts.append(_text(x, frame.base + 17, time_label(stamp, span), size=10))
+        anchor = "end" if i == count - 1 and count > 1 else "middle"  # the last stays inside
+        parts.append(_text(x, frame.base + 17, time_label(stamp, span), size=10, anchor=anchor))
     parts.append(_text(frame.left + frame.plot_w / 2, frame.base + 36, label, size=11))
     return parts
 
@@ -236,7 +246,9 @@ def _markers(frame: Frame, markers: Sequence[tuple[float, str]], lo: float, hi: 
         parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{frame.top:.1f}' "
                      f"y2='{frame.base:.1f}' stroke='#6b7280' stroke-dasharray='2 3'/>")
         y = frame.top + 10 + 12 * (i % 3)
-        parts.append(_text(x + 3, y, label, size=9, anchor="start", color="#4b5563",
+        fits = x + 3 + 0.6 * 9 * len(label) <= frame.width - 2  # else it reads leftwards
+        parts.append(_text(x + 3 if fits else x - 3, y, label, size=9,
+                           anchor="start" if fits else "end", color="#4b5563",
                            extra="stroke='#ffffff' stroke-width='3' paint-order='stroke'"))
     return parts
 
@@ -269,7 +281,10 @@ def bar_chart(title: str, categories: Sequence[str], bars: Sequence[Bars], *, y_
     values = [v for b in bars for v in b.values if v is not None]
     if not categories or not values:
         return empty_chart(title)
-    frame = Frame(legend_rows=_legend_rows([b.name for b in bars], Frame()) if len(bars) > 1
+    # more than six categories are written slanted: the axis label goes under the longest
+    drop = 12 + 2.7 * min(16, max(len(c) for c in categories)) if len(categories) > 6 else 16
+    frame = Frame(bottom=max(62.0, drop + 36),
+                  legend_rows=_legend_rows([b.name for b in bars], Frame()) if len(bars) > 1
                   else 0)
     ticks = nice_ticks(*(y_range or (0.0, max(values))))
     y_lo, y_hi = ticks[0], ticks[-1]
@@ -293,7 +308,7 @@ def bar_chart(title: str, categories: Sequence[str], bars: Sequence[Bars], *, y_
                          f"<title>{escape(f'{b.name} {name}: {y_fmt(value)}')}</title></rect>")
         if i % step == 0:
             parts.append(_category_label(frame, slot, i, name, len(categories)))
-    parts.append(_text(frame.left + frame.plot_w / 2, frame.base + 44, x_label, size=11))
+    parts.append(_text(frame.left + frame.plot_w / 2, frame.base + drop + 16, x_label, size=11))
     if len(bars) > 1:
         parts += _legend(frame, [(b.name, b.color, False) for b in bars])
     parts.append("</svg>")
@@ -328,7 +343,8 @@ def heatmap(title: str, labels: Sequence[str], matrix: Sequence[Sequence[int]], 
     size = 640.0
     margin_left, margin_top = 130.0, 130.0
     cell = (size - margin_left - 20) / n
-    frame = Frame(width=size, height=size + 30)
+    # the column labels lean right over the last columns: room for them past the grid
+    frame = Frame(width=size + 72, height=size + 30)
     parts = _open(title, frame)
     for i, row in enumerate(matrix):
         total = sum(row) or 1

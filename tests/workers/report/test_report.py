@@ -273,7 +273,8 @@ def test_catch_rate_announced_and_measured_from_verdicts() -> None:
     assert figures[report.NO_VERSION]["measured"] == {"self_harm": 1.0}
 
 
-def test_page_draws_every_plot(tmp_path: Path) -> None:
+def every_plot() -> dict[str, dict[str, Any]]:
+    """Figures that fill every chart of the moderation task; the tickets task has none."""
     data = scenario()
     data.feedback.append(Feedback(id="e0", task="moderation", label="self_harm"))
     serving = {"version": "v2", "policy": {
@@ -282,8 +283,12 @@ def test_page_draws_every_plot(tmp_path: Path) -> None:
             {"target": t, "coverage": c, "decided_accuracy": t, "system_accuracy": 0.99,
              "teacher_call_fraction": 1 - c, "thresholds": [0.5]} for t, c in
             ((0.9, 0.8), (0.95, 0.7))]}}
-    figures = {"moderation": report.task_figures(data, serving),
-               "tickets": report.task_figures(report.TaskData(task=TICKETS))}
+    return {"moderation": report.task_figures(data, serving),
+            "tickets": report.task_figures(report.TaskData(task=TICKETS))}
+
+
+def test_page_draws_every_plot(tmp_path: Path) -> None:
+    figures = every_plot()
     page_path = report.write_report(figures, tmp_path / "out", json_file=tmp_path / "f.json")
     page = page_path.read_text(encoding="utf-8")
     svgs = _svgs(page)
@@ -294,7 +299,7 @@ def test_page_draws_every_plot(tmp_path: Path) -> None:
     assert "<polyline" in page and "<rect" in page
     assert "Share of decisions by the student over time" in page
     assert "No data yet" in page  # the tickets task has none
-    assert "Teacher calls against system accuracy" in page and "● 0.95" in page
+    assert "Teacher calls and system accuracy per target" in page and "● 0.95" in page
     assert "Critical catch rate per model version" in page
     saved = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
     assert saved["moderation"]["events"] == 200 and saved["tickets"]["events"] == 0
