@@ -137,7 +137,7 @@ _PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\(|\d)[\d \t().\-/]{5,24}\d(?!\w
 def _phones(text: str, region: str, taken: Sequence[Span] = ()) -> Iterable[Span]:
     """Phone numbers among the runs of digits and separators of the text.
 
-    ``phonenumbers.PhoneNumberMatcher`` over the whole text cost 0.5 ms a ticket; this checks
+    Rather than ``phonenumbers.PhoneNumberMatcher`` over the whole text (slow), this checks
     only the candidate runs, with ``phonenumbers.parse`` and its validity metadata, and the
     matcher's *strict grouping* done here: a number written nationally must be valid for the
     region, and its digit groups must be groups of the number as the region writes it (an

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description=(
         "How long Kafka keeps the records of the per-task and dead-letter topics distillery "
         "creates, in milliseconds (7 days by default)."))
-    # --- delivery and faults (issue 14) ----------------------------------------------------
+    # --- delivery and faults ------------------------------------------------------------------
     topic_wait_s: float = Field(120.0, gt=0.0, description=(
         "How long a worker waits at start for its topics to be in the cluster's metadata, with a "
         "leader for every partition, in seconds; then it fails."))

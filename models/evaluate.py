@@ -1,8 +1,9 @@
 """Slice evaluation: per-label precision/recall/F1, critical recall, metadata slices.
 
-``slice_report`` returns the JSON shape of DESIGN §9: ``accuracy``, ``macro_f1``,
-``slices`` (per label: ``precision``, ``recall``, ``f1``, ``support``) and
-``critical_recall`` (per critical label), plus ``confusion`` and ``metadata_slices``.
+``slice_report`` returns the JSON shape of a model announcement's ``metrics``:
+``accuracy``, ``macro_f1``, ``slices`` (per label: ``precision``, ``recall``, ``f1``,
+``support``) and ``critical_recall`` (per critical label), plus ``confusion`` and
+``metadata_slices``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class MetadataSlice(TypedDict):
 
 
 class SliceReport(TypedDict):
-    """The JSON shape of DESIGN §9 for one set of predictions."""
+    """The announcement's ``metrics`` shape for one set of predictions."""
 
     n: int
     accuracy: float
@@ -63,7 +64,7 @@ def slice_report(
     metadata_fields: list[str] | None = None,
     accepted: list[bool] | None = None,
 ) -> SliceReport:
-    """Figures of ``y_pred`` against ``y_true``, in the JSON shape of DESIGN §9.
+    """Figures of ``y_pred`` against ``y_true``, in the announcement's ``metrics`` shape.
 
     ``accepted`` (where the student would decide alone) adds ``coverage`` (their share) and
     ``accepted_accuracy`` (the accuracy on them, i.e. the precision of accepting).

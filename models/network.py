@@ -5,7 +5,7 @@ touches (see ``models.train``); the exported graph pools with a plain ``Embeddin
 summed and divided by the mask's sum (padding's row is zero). Both are the same function of the
 same weights (id 0 is padding and its row is zero), and the export's parity check proves it
 on every export. The gather form runs several times faster in onnxruntime than an exported
-``EmbeddingBag`` with offsets, which becomes a per-bag ``Loop`` (DESIGN §6).
+``EmbeddingBag`` with offsets, which becomes a per-bag ``Loop``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ExportedStudent(nn.Module):
 
     The gathered vectors are not multiplied by the mask: row 0 (padding) of the weights is
     exactly zero (training keeps it so and ``__init__`` checks it), so padding adds nothing
-    to the sum, and skipping a pass over [batch, L, dim] makes onnxruntime ~1.6x faster.
+    to the sum, and onnxruntime skips a pass over [batch, L, dim].
     The mask still gives the mean its divisor.
     """
 

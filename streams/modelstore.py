@@ -71,7 +71,7 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on a loop of its own (callers may be inside a running loop).
 
     aiokafka rather than kafka-python: kafka-python checksums record batches in pure Python
-    (without the optional ``crc32c`` package), which made a 34 MB model take 6 s each way."""
+    (without the optional ``crc32c`` package), far too slow for a model's megabytes."""
     box: dict[str, Any] = {}
 
     def run() -> None:

@@ -22,7 +22,7 @@ after the broker acknowledged all its outputs (at-least-once; a non-retriable se
 ends the process with ``FATAL_EXIT`` and nothing committed). Hot swap: the tier-2 head
 follows the ``models`` topic under the key ``<task>/embed`` with the classify worker's
 follower (no group, from the start), swapped between batches. Before subscribing the worker
-waits until its topics are in the cluster metadata (DESIGN §4).
+waits until its topics are in the cluster metadata (``streams.topics.wait_for_topics``).
 
 Metrics (``streams.metrics.RefineMetrics``, ``distillery_refine_*``) are served on
 ``/metrics`` at ``metrics_port`` (the CLI's ``--metrics-port``, default

@@ -1,8 +1,9 @@
 """The topic catalogue: every topic distillery uses, its schema, partitions and config.
 
-Names follow DESIGN §9, after ``Settings.topic_prefix``. Every per-task topic has the same
-partition count so that an id's event, teacher request, verdict and decision share a
-partition number (except ``<task>.trainer.lock``, one partition that holds no records).
+Names are those of docs/reference/topics.md, after ``Settings.topic_prefix``. Every per-task
+topic has the same partition count so that an id's event, teacher request, verdict and
+decision share a partition number (except ``<task>.trainer.lock``, one partition that
+holds no records).
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ async def wait_for_topics(settings: Settings, names: list[str], *,
     partition; returns each topic's partition count.
 
     A consumer that subscribes before its topic is visible gets no partitions and sits idle
-    until its next metadata refresh (5 minutes by default, DESIGN §4): every worker calls this
+    until its next metadata refresh (5 minutes by default): every worker calls this
     first. The metadata request lists all topics, so it never auto-creates one. Raises
     ``BrokerError`` (the process exits and its supervisor restarts it) after ``timeout_s``
     (``settings.topic_wait_s``).

@@ -15,7 +15,7 @@ Scenarios (``SCENARIOS``): SIGKILL the classify worker three times mid-stream; s
 broker for 10 s under the classify, teacher and trainer workers (and check the trainer's
 store holds every verdict afterwards); the teacher API down for a while under load; the
 teacher answering HTTP 500 to half the calls for a while; thirteen kinds of malformed input
-(the 500 KB id and the oversized metadata of issue 29 among them); six kinds of bad model
+(a 500 KB id and oversized metadata among them); six kinds of bad model
 announcement; SIGKILL of the teacher, the refine and the trainer worker mid-stream; a
 teacher answering HTTP 400 to everything for a while. Sizes are parameters so that tests run small
 versions of the same code (``tests/workers/bench/test_faults.py``).
@@ -526,7 +526,7 @@ def malformed_kinds(max_text_chars: int) -> list[tuple[str, bytes | None, str]]:
         ("long", encode(Ticket(id="long", subject="s", body="x" * (max_text_chars + 10))),
          "oversized"),
         ("blank", avro(base | {"id": "blank", "subject": " ", "body": "\n"}), "invalid"),
-        # the poison events of issue 29 (2): their decision would not fit a producer request
+        # poison events: their decision would not fit a producer request
         ("poison-id", avro(base | {"id": "p" * 500_000}), "oversized"),
         ("poison-meta", avro(base | {"id": "poison-meta", "metadata": {
             f"k{i}": "v" * 2000 for i in range(200)}}), "oversized"),

@@ -52,7 +52,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BenchConfig:
-    events: int = 60_000  # 20,000 took a worker ~3 s: too short, the figures were noise
+    events: int = 60_000  # long enough that start-up is not the figure
     repeats: int = 3
     offered_rate: float = 1000.0
     latency_seconds: float = 10.0

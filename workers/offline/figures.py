@@ -1,7 +1,7 @@
 """The backtest's figures: system metrics, the calls-vs-accuracy curve, "does it pay".
 
 ``figures_of`` turns the final decision per item into ``BacktestFigures``: the keys of
-DESIGN §9 and §11 (``accuracy``, ``macro_f1``, ``slices``, ``critical_recall``,
+docs/reference/topics.md (``accuracy``, ``macro_f1``, ``slices``, ``critical_recall``,
 ``teacher_call_fraction``, ``discounted_accuracy``, ``coverage``, ``decided_accuracy``,
 ``catch_rate``) plus the curve and the economics.
 

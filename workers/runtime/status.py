@@ -1,7 +1,7 @@
 """``distillery status``: the broker, the supervised workers, consumer lag, serving models.
 
 A group member that holds no partitions is shown as a problem (state ``problem``): a worker
-that subscribed before its topics were in its metadata sits idle for minutes (DESIGN §4).
+that subscribed before its topics were in its metadata sits idle for minutes.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and falls back to the student's carried prediction when the task allows it. Its 
 - an invalid answer (not one of the labels) is asked again once, then given up on;
 - a non-retriable failure (HTTP 4xx, a refusal, an unknown item) is given up on at once;
 - an item given up on is dead-lettered with the reason, unless it is critical: then it is
-  escalated to ``<task>.escalations`` for a human (DESIGN §11) — never a silent end;
+  escalated to ``<task>.escalations`` for a human — never a silent end;
 - ``rejections`` non-retriable answers of one kind in a row (``BLANKET_KINDS``: HTTP 4xx,
   no label) open the breaker (an endpoint that refuses everything): from then on an item
   refused that way waits for it, like an outage, instead of being dead-lettered;

@@ -14,7 +14,7 @@ it has caught up before it consumes and after each assignment. A critical item t
 refuses goes to ``<task>.escalations``; a dead letter keeps a bounded prefix of the request
 with its size and sha256. Every send's future is checked: a retriable failure is re-sent, a
 non-retriable one stops the worker with an error (nothing after it is committed).
-Before subscribing it waits until its topics are in the cluster metadata (DESIGN §4).
+Before subscribing it waits until its topics are in the cluster metadata.
 SIGTERM/SIGINT: stop fetching, finish calls in flight (requests still waiting are left for
 redelivery), flush, commit, exit.
 """
