@@ -34,9 +34,11 @@ _CHATTY_LOGGERS = ("kafka", "aiokafka", "httpx")
 
 
 def cli_settings(**overrides: Any) -> Settings:
-    """The settings, with options left unset (``None``) ignored and client loggers quiet."""
+    """The settings, with options left unset (``None``) ignored and client loggers quiet
+    (at least WARNING: never lower than ``workers.cli.main`` set them for the terminal)."""
     for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.level, logging.WARNING))
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
