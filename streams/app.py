@@ -102,7 +102,8 @@ def process_batch(rt: TaskRuntime, raws: list[RawEvent],
                               r.item.raw, name))
         if r.request is not None:
             deferred[r.request.reason] += 1
-            out.append(Output(rt.topics[r.destination], key, encode(r.request), r.item.raw, name))
+            out.append(Output(rt.topics[r.destination], key, encode(r.request), r.item.raw, name,
+                              event_time=True))
     # counted once a batch: a labelled counter's lookup per event costs more than the event
     if decided:
         rt.metrics.decided.labels(task=name).inc(decided)

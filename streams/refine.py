@@ -150,7 +150,8 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
                               origin, rt.task.name))
         if request is not None:
             m.forwarded.labels(rt.task.name, request.reason).inc()
-            out.append(Output(rt.topics["teacher"], key, encode(request), origin, rt.task.name))
+            out.append(Output(rt.topics["teacher"], key, encode(request), origin, rt.task.name,
+                              event_time=True))
     return out
 
 

@@ -57,10 +57,14 @@ def _publish(registry: Registry, key: str, model: bytes, data: dict[str, object]
     return manifest.version
 
 
+EVENT_MS = 1_700_000_000_000  # the inputs' event time: long before the run
+
+
 def _produce(settings: Settings, items: list[ModerationItem]) -> None:
     producer = KafkaProducer(acks="all", **settings.kafka_python_kwargs())
-    for item in items:
-        producer.send(settings.topic("moderation"), key=item.id.encode(), value=encode(item))
+    for i, item in enumerate(items):
+        producer.send(settings.topic("moderation"), key=item.id.encode(), value=encode(item),
+                      timestamp_ms=EVENT_MS + i)
     producer.flush()
     producer.close()
 
@@ -195,6 +199,15 @@ def test_cascade_through_kafka_decides_forwards_and_hot_swaps(
         flagged = asked[ids["floor"]]
         assert flagged.reason == "critical" and flagged.tier2_version is None
         assert ids["floor"] not in by_id
+
+        # the internal topics keep each event's time (the trainer orders verdicts by it);
+        # a decision is stamped when it is sent
+        stamps = {m.key.decode(): m.timestamp for m in read_all(settings, "moderation")}
+        for topic in ("moderation.refine", "moderation.teacher"):
+            for m in read_all(settings, topic):
+                assert m.timestamp == stamps[m.key.decode()], topic
+        assert all(m.timestamp > EVENT_MS + 10**9
+                   for m in read_all(settings, "moderation.decisions"))
 
         # /metrics: what it read, decided and forwarded, and the version serving
         scraped = _scrape(port)

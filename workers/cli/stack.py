@@ -104,7 +104,8 @@ def demo(
     table = Table("figure", "value", title="demo")
     for key in ("events", "decided_by_student", "decided_by_teacher", "dead_lettered", "lost",
                 "model_versions", "student_share_last_1000",
-                "seconds_to_first_student_decision", "seconds"):
+                "seconds_to_first_student_decision",
+                "seconds_from_broker_to_first_student_decision", "seconds"):
         value = figures[key]  # type: ignore[literal-required]
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     out.print(table)

@@ -208,12 +208,16 @@ def _produce_in_lockstep(s: Settings, task: TaskConfig, history: list[HistoryRow
         if trainer.proc is not None and trainer.proc.poll() is None:
             os.kill(trainer.proc.pid, sig)
 
+    # each row's event time is its place in the history (a millisecond apart, in the past):
+    # the trainer orders verdicts by it, as the in-process backtest orders them by place
+    base_ms = int(time.time() * 1000) - len(history) - 1
     try:
         for start in range(0, len(history), batch_size):
             signal_trainer(signal.SIGSTOP)
-            for row in history[start:start + batch_size]:
+            for i, row in enumerate(history[start:start + batch_size], start):
                 producer.send(s.topic("backtest"), key=row.id.encode(),
-                              value=encode(TextItem(id=row.id, text=row.text)))
+                              value=encode(TextItem(id=row.id, text=row.text)),
+                              timestamp_ms=base_ms + i)
             producer.flush()
             barrier.wait(release=lambda: signal_trainer(signal.SIGCONT))
             done = min(len(history), start + batch_size)

@@ -47,7 +47,8 @@ class DemoFigures(TypedDict):
     promotions: list[str]
     student_share_last_1000: float
     seconds: float
-    seconds_to_first_student_decision: float | None
+    seconds_to_first_student_decision: float | None  # from the first event produced
+    seconds_from_broker_to_first_student_decision: float | None  # from the broker up
     seconds_to_first_student_decision_by_task: dict[str, float | None]
     notional_cost_per_call: float
     topic_prefix: str
@@ -158,7 +159,9 @@ def _view(tally: Tally, started: float, phase: str, tasks: list[TaskConfig]) -> 
     for task in tasks:
         table.add_row(f"first student decision, {task.name}",
                       _since(started, tally.first_student_at.get(task.name)))
-    table.add_row("model versions", ", ".join(tally.promoted[-4:]) or "none yet (cold start)")
+    shown = ("…, " if len(tally.promoted) > 4 else "") + ", ".join(tally.promoted[-4:])
+    table.add_row("model versions", f"{len(tally.promoted)} promoted: {shown}"
+                  if tally.promoted else "none yet (cold start)")
     table.add_row("dead letters", str(tally.dead))
     return table
 
@@ -226,6 +229,7 @@ def run_demo(settings: Settings, tasks: list[TaskConfig], plan: DemoPlan, out_di
 
     started = time.monotonic()
     s, broker = prepare(_demo_settings(settings, price), tasks)
+    broker_up = time.monotonic()  # and its topics created
     home = s.state_dir / "demo" / s.topic_prefix.rstrip(".")  # everything the run writes
     logs = s.state_dir / "demo" / "logs"
     shutil.rmtree(logs, ignore_errors=True)  # the last run's logs only
@@ -271,6 +275,9 @@ def run_demo(settings: Settings, tasks: list[TaskConfig], plan: DemoPlan, out_di
         student_share_last_1000=tally.share(tally.recent),
         seconds=round(time.monotonic() - started, 1),
         seconds_to_first_student_decision=min(known) if known else None,
+        seconds_from_broker_to_first_student_decision=(
+            round(min(tally.first_student_at.values()) - broker_up, 1)
+            if tally.first_student_at else None),
         seconds_to_first_student_decision_by_task=firsts,
         notional_cost_per_call=price, topic_prefix=s.topic_prefix, cleaned_up=cleaned,
         report=str(page),

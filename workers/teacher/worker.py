@@ -433,10 +433,12 @@ class TeacherWorker:
         committed).
         """
         assert self._producer is not None
-        raw = None if origin is None else RawEvent(origin.topic, origin.partition,
-                                                   origin.offset, origin.key, origin.value)
+        raw = None if origin is None else RawEvent(
+            origin.topic, origin.partition, origin.offset, origin.key, origin.value,
+            float(origin.timestamp) if origin.timestamp is not None else None)
         sends = [Output(topic if raw_topic else self.settings.topic(topic), key, value, raw,
-                        self.task.name) for topic, key, value in outputs]
+                        self.task.name, event_time=topic == self.task.verdicts_topic)
+                 for topic, key, value in outputs]
         too_large = await send_until_acknowledged(
             AiokafkaSender(self._producer), sends, partition=partition,
             deadletter_topic=None if origin is None else self.settings.topic(DEADLETTER_TOPIC),

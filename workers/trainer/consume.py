@@ -30,7 +30,8 @@ def apply_message(store: TrainingStore, task: TaskConfig, topic_role: str, messa
                 log.warning("skipping verdict %s: label %r is not one of task %s's", verdict.id,
                             verdict.label, task.name)
                 return False
-            store.add_verdict(verdict)
+            stamp = getattr(message, "timestamp", None)
+            store.add_verdict(verdict, int(stamp) if stamp is not None and stamp >= 0 else None)
             return True
         feedback = decode(message.value or b"", Feedback)
         if feedback.task != task.name or feedback.label not in task.label_names:

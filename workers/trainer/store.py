@@ -44,7 +44,7 @@ class Example:
     source: str  # "verdict", "feedback" (gold label over a verdict) or "bootstrap"
     reason: str  # why the teacher was asked ("audit", "low_confidence", ...) or "bootstrap"
     gold: bool  # the label comes from feedback (ground truth)
-    order: int  # arrival order, for a time-ordered holdout
+    order: int  # event-time order, for a time-ordered holdout
     tier2: bool = False  # the verdict names a tier2_version (it went through tier 2); with
     # reason "audit" it audits a tier-2 decision and is weighted as a tier-2 audit
 
@@ -60,6 +60,8 @@ class TrainingStore:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(verdicts)")}
         if "tier2_version" not in columns:  # a store written before tier 2
             self.db.execute("ALTER TABLE verdicts ADD COLUMN tier2_version TEXT")
+        if "event_ms" not in columns:  # a store written before event times
+            self.db.execute("ALTER TABLE verdicts ADD COLUMN event_ms INTEGER")
         self.db.commit()
         # The arrival counter, read once: a MAX(seq) scan per insert made ingestion quadratic.
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM verdicts").fetchone()
@@ -69,20 +71,23 @@ class TrainingStore:
         self.db.close()
 
     # --- writes -------------------------------------------------------------------------
-    def add_verdict(self, verdict: TeacherVerdict) -> None:
+    def add_verdict(self, verdict: TeacherVerdict, event_ms: int | None = None) -> None:
+        """Store (or update) a verdict; ``event_ms`` is its record's timestamp, which the
+        workers carry over from the input event it answers (its event time)."""
         self._seq += 1
         seq = self._seq
         self.db.execute(
             "INSERT INTO verdicts (id, text, label, teacher_id, reason, student_label, "
-            "student_confidence, decided_at, seq, tier2_version) VALUES (?,?,?,?,?,?,?,?,?,?) "
+            "student_confidence, decided_at, seq, tier2_version, event_ms) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET "
             "text=excluded.text, label=excluded.label, teacher_id=excluded.teacher_id, "
             "reason=excluded.reason, student_label=excluded.student_label, "
             "student_confidence=excluded.student_confidence, decided_at=excluded.decided_at, "
-            "tier2_version=excluded.tier2_version",
+            "tier2_version=excluded.tier2_version, event_ms=excluded.event_ms",
             (verdict.id, verdict.text, verdict.label, verdict.teacher_id, verdict.reason,
              verdict.student_label, verdict.student_confidence, verdict.decided_at.isoformat(),
-             seq, verdict.tier2_version),
+             seq, verdict.tier2_version, event_ms),
         )
 
     def add_feedback(self, feedback: Feedback) -> None:
@@ -145,21 +150,25 @@ class TrainingStore:
         ]
 
     def examples(self) -> tuple[list[Example], int]:
-        """Training examples in arrival order, and how many verdicts feedback contradicted."""
+        """Training examples in event-time order, and how many verdicts feedback contradicted.
+
+        Ordered by the time of the event each verdict answers, then by arrival: the teacher
+        answers concurrently, so arrival order differs from one run to the next where event
+        time does not (verdicts stored without one come first, by arrival)."""
         rows = self.db.execute(
             "SELECT v.id, v.text, v.label, v.reason, f.label, v.seq, v.tier2_version "
-            "FROM verdicts v "
-            "LEFT JOIN feedback f ON f.id = v.id ORDER BY v.seq"
+            "FROM verdicts v LEFT JOIN feedback f ON f.id = v.id "
+            "ORDER BY v.event_ms IS NOT NULL, v.event_ms, v.seq"
         )
         out: list[Example] = []
         contradicted = 0
-        for item_id, text, label, reason, gold, seq, tier2 in rows:
+        for order, (item_id, text, label, reason, gold, _, tier2) in enumerate(rows):
             if gold is not None and gold != label:
                 contradicted += 1
             out.append(Example(
                 id=item_id, text=text, label=gold if gold is not None else label,
                 source="feedback" if gold is not None else "verdict", reason=reason,
-                gold=gold is not None, order=int(seq), tier2=tier2 is not None,
+                gold=gold is not None, order=order, tier2=tier2 is not None,
             ))
         return out, contradicted
 

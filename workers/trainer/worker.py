@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -43,11 +45,37 @@ from workers.trainer.store import TrainingStore
 
 log = logging.getLogger(__name__)
 
+CATCH_UP_GRACE_S = 10.0  # a due refresh waits at most this long for the consumer to catch up
+
 Confirm = Callable[[], bool]  # "does this trainer still hold the task's lock?" (asks the broker)
 
 
 class Refresh(Protocol):
     def __call__(self, store: TrainingStore, confirm: Confirm) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class WarmRefresh:
+    """A refresh with a ``warm`` step the worker runs once at start, beside its consumer."""
+
+    refresh: Refresh
+    warm: Callable[[], None]
+
+    def __call__(self, store: TrainingStore, confirm: Confirm) -> dict[str, Any]:
+        return self.refresh(store, confirm)
+
+
+def warm_up_training(settings: Settings, task: TaskConfig) -> None:
+    """Train, calibrate and export a throwaway student on a few made-up texts (nothing is
+    published): a process's first training pays one-off costs — torch's optimiser imports
+    ``torch._dynamo``, the ONNX export and onnxruntime load and set up — that on two busy
+    cores took seconds more than the training itself."""
+    from models.pipeline import train_version
+
+    names = task.label_names[:2]
+    texts = [f"warm up {name} {i}" for name in names for i in range(12)]
+    train_version(texts, [name for name in names for _ in range(12)], task=task,
+                  settings=settings, buckets=1 << 10)
 
 
 def _always() -> bool:
@@ -70,6 +98,13 @@ class TrainerMetrics:
         self.last_refresh = Gauge("distillery_trainer_last_refresh_timestamp_seconds",
                                   "When the last refresh ended", ["task"], registry=r
                                   ).labels(**labels)
+        self.catch_rate = Gauge("distillery_trainer_catch_rate",
+                                "The serving version's catch rate per critical label, on its "
+                                "held-out verdicts", ["task", "label"], registry=r)
+        self.decided_accuracy = Gauge("distillery_trainer_decided_accuracy",
+                                      "The serving version's accuracy on what it decides, on "
+                                      "its held-out verdicts", ["task"], registry=r
+                                      ).labels(**labels)
         self.leader = Gauge("distillery_trainer_leader",
                             "1 while this trainer holds its task's lock (refreshes and "
                             "announces), 0 while it stands by", ["task"], registry=r
@@ -104,13 +139,15 @@ def store_refresher(settings: Settings, task: TaskConfig,
     from workers.trainer.refresh import refresh_config, refresh_once, stamp
 
     encoder: list[Any] = []
+    loading = threading.Lock()  # the warm-up and a refresh may both ask first
 
     def encode(texts: list[str]) -> Any:
-        if not encoder:
-            from models.stage import encoder_loader
+        with loading:
+            if not encoder:
+                from models.stage import encoder_loader
 
-            encoder.append(encoder_loader(settings.cache_dir, settings.embed_threads,
-                                          settings.embed_precision)())
+                encoder.append(encoder_loader(settings.cache_dir, settings.embed_threads,
+                                              settings.embed_precision)())
         return encoder[0].encode(texts, 64)
 
     def refresh(store: TrainingStore, confirm: Confirm = _always) -> dict[str, Any]:
@@ -143,7 +180,12 @@ def store_refresher(settings: Settings, task: TaskConfig,
             log.info("task %s: pruned %s", task.name, ", ".join(pruned))
         return outcome.as_dict()
 
-    return refresh
+    def warm() -> None:
+        warm_up_training(settings, task)
+        if task.cascade:
+            encode(["warm up"])  # loads the sentence encoder the refreshes embed with
+
+    return WarmRefresh(refresh, warm)
 
 
 def unpromote(registry: Any, manifest: Any) -> None:
@@ -174,6 +216,7 @@ class TrainerWorker:
         self._stop = asyncio.Event()
         self.lock = TrainerLock(settings, task.name, self._leadership_changed)
         self._took_over = False  # became leader: re-announce what this host left unannounced
+        self._due_since: float | None = None  # when a refresh fell due and waited to catch up
 
     def stop(self) -> None:
         self._stop.set()
@@ -213,6 +256,8 @@ class TrainerWorker:
         )
         await consumer.start()
         await self.lock.start()
+        warming = asyncio.ensure_future(asyncio.to_thread(self.warm_up))
+        self.show_serving()
         try:
             tps = [TopicPartition(t, p) for t in self.roles for p in range(counts[t])]
             consumer.assign(tps)
@@ -237,12 +282,30 @@ class TrainerWorker:
                 if self._took_over:
                     self._took_over = False
                     await asyncio.to_thread(self.announce_serving)
-                if self.due():
+                if self.due() and await self._caught_up(consumer, tps):
+                    await warming  # the first refresh would pay for it otherwise
                     await asyncio.to_thread(self.run_refresh)
         finally:
             await self.lock.stop()
             await consumer.stop()
             self.store.close()
+
+    async def _caught_up(self, consumer: Any, tps: list[Any]) -> bool:
+        """Has the consumer read every verdict the broker had at its last fetch? A refresh
+        trains on all of them, not on whichever partitions one fetch happened to bring (the
+        verdicts of a backtest's lockstep batch are all in before the trainer resumes). A
+        live stream may never be caught up: after ``CATCH_UP_GRACE_S`` due, it refreshes
+        anyway."""
+        now = time.monotonic()
+        if self._due_since is None:
+            self._due_since = now
+        if now - self._due_since >= CATCH_UP_GRACE_S:
+            return True
+        for tp in tps:
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) < high:
+                return False
+        return True
 
     def _apply(self, batch: dict[Any, list[Any]]) -> None:
         for messages in batch.values():
@@ -252,6 +315,40 @@ class TrainerWorker:
         self.store.set_meta("new_verdicts", str(self.new_verdicts))
         self.store.commit()
         self.metrics.store_size.set(self.store.counts()["verdicts"])
+
+    def show_serving(self) -> None:
+        """The serving version's held-out figures as gauges (for dashboards and alerts)."""
+        from models.registry import Registry
+
+        try:
+            manifest = Registry.from_settings(self.settings).serving(self.task.name)
+        except Exception:  # a registry being written or unreadable: next time
+            log.debug("no serving figures for %s yet", self.task.name, exc_info=True)
+            return
+        if manifest is None:
+            return
+        figures = manifest.metrics
+        if "decided_accuracy" in figures:
+            self.metrics.decided_accuracy.set(figures["decided_accuracy"])
+        for key, value in figures.items():
+            if key.startswith("catch:"):
+                self.metrics.catch_rate.labels(self.task.name, key.removeprefix("catch:")
+                                               ).set(value)
+
+    def warm_up(self) -> None:
+        """Run the refresh's ``warm`` step if it has one; a failure costs only the time."""
+        warm = getattr(self.refresh, "warm", None)
+        if warm is None:
+            return
+        started = time.monotonic()
+        try:
+            warm()
+        except Exception:
+            log.warning("task %s: the warm-up failed; the first refresh pays its costs",
+                        self.task.name, exc_info=True)
+            return
+        log.info("task %s: warmed up for the first refresh in %.1f s", self.task.name,
+                 time.monotonic() - started)
 
     def run_refresh(self) -> dict[str, Any]:
         log.info("task %s: refreshing the student (%d new verdicts)", self.task.name,
@@ -268,7 +365,9 @@ class TrainerWorker:
         self.metrics.refreshes.inc()
         (self.metrics.promotions if outcome.get("promoted") else self.metrics.rejections).inc()
         self.metrics.last_refresh.set(time.time())
+        self.show_serving()
         self.new_verdicts = 0
+        self._due_since = None
         self.store.set_meta("new_verdicts", "0")
         self.last_refresh = time.monotonic()
         return outcome
@@ -328,5 +427,5 @@ def run_trainer(settings: Settings, task: TaskConfig, refresh: Refresh) -> None:
     """Run until SIGTERM/SIGINT; serves metrics on ``settings.metrics_port`` (0: off)."""
     worker = TrainerWorker(settings, task, refresh)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+        start_http_server(settings.metrics_port, registry=worker.metrics.registry)
     run_until_signal(worker)

@@ -5,8 +5,9 @@ history.
 
 In lockstep (the default) the stream waits for the loop after each batch — every worker
 caught up, a due refresh done, its versions served — as the in-process run does, so the
-figures do not depend on the machine's speed. The first stage's share reproduces the
-in-process run's; the second stage's does not yet (see the assertions).
+figures do not depend on the machine's speed: the first stage's share reproduces the
+in-process run's exactly, the second stage's, the teacher calls and the accuracy within the
+int8 encoder's batch effect (see the assertions).
 """
 
 from __future__ import annotations
@@ -74,12 +75,15 @@ def test_cascade_backtest_via_kafka(clinc_dir: Path, kafka_bootstrap: str,
     assert shares["tier1"] + shares["tier2"] == pytest.approx(kafka["coverage"])
     refine_log = (tmp_path / "logs" / "refine-backtest.log").read_text(encoding="utf-8")
     assert shares["tier2"] > 0.0, refine_log[-2000:]
-    # in lockstep the first stage reproduces the in-process run (measured: 0.4717 both ways)
+    # In lockstep the trainer sees the verdicts the in-process run sees and orders them by
+    # their event's time (the record timestamp the workers carry over), as the backtest
+    # orders them by place: tier 1 reproduces exactly (0.4717 both ways). Tier 2 lands near,
+    # not on, the in-process figures: the int8 encoder quantises activations per batch, so an
+    # item's embedding depends on its batch-mates (max abs difference 0.03 against a mean
+    # |value| of 0.04; float32: 3e-8), and the refine worker's batches are what each fetch
+    # brought. Measured over six runs: tier 2 0.391-0.421 against 0.4175, calls
+    # 0.126-0.155 against 0.128, accuracy 0.921-0.933 against 0.921.
     assert abs(shares["tier1"] - local["tier_shares"]["tier1"]) <= 0.01
-    # the second stage does not yet: a refresh holds out the most recent verdicts by arrival,
-    # and within a batch they arrive through Kafka in another order than the history's (the
-    # teacher answers concurrently, critical items skip tier 2), so the early embed-stage
-    # gates, on ~30 held-out items, judge other samples (measured: tier 2 decided 0.23-0.37
-    # through Kafka against 0.418 in-process); the teacher is called more, which only
-    # raises the accuracy
-    assert kafka["accuracy"] >= local["accuracy"] - 0.02
+    assert abs(shares["tier2"] - local["tier_shares"]["tier2"]) <= 0.04
+    assert abs(kafka["teacher_call_fraction"] - local["teacher_call_fraction"]) <= 0.04
+    assert abs(kafka["accuracy"] - local["accuracy"]) <= 0.02

@@ -61,6 +61,48 @@ def test_arrival_order_survives_reopening_and_updates(tmp_path: Path) -> None:
     apply_message(store, TICKETS, "verdicts", _message(_verdict(3), offset=3))
     apply_message(store, TICKETS, "verdicts", _message(_verdict(0, "refunds"), offset=4))
     examples, _ = store.examples()
-    assert [(e.id, e.order) for e in examples] == [("v0", 1), ("v1", 2), ("v2", 3), ("v3", 4)]
+    assert [(e.id, e.order) for e in examples] == [("v0", 0), ("v1", 1), ("v2", 2), ("v3", 3)]
     assert examples[0].label == "refunds"
     store.close()
+
+
+def test_verdicts_are_ordered_by_their_events_time_not_by_arrival(tmp_path: Path) -> None:
+    """The teacher answers concurrently: verdicts arrive out of their events' order. The
+    held-out window (the newest verdicts) is chosen by event time, the record timestamp the
+    workers carry over; verdicts without one (an older store) come first, by arrival."""
+    store = TrainingStore(tmp_path / "t.sqlite")
+    arrivals = [(3, 1_003), (1, 1_001), (4, None), (2, 1_002), (0, 1_000)]
+    for offset, (i, stamp) in enumerate(arrivals):
+        message = _message(_verdict(i), offset=offset)
+        message.timestamp = stamp
+        apply_message(store, TICKETS, "verdicts", message)
+    examples, _ = store.examples()
+    assert [e.id for e in examples] == ["v4", "v0", "v1", "v2", "v3"]
+    assert [e.order for e in examples] == [0, 1, 2, 3, 4]
+    message = _message(_verdict(4, "shipping"), offset=9)  # an update takes its new time
+    message.timestamp = 999
+    apply_message(store, TICKETS, "verdicts", message)
+    assert [e.id for e in store.examples()[0]] == ["v4", "v0", "v1", "v2", "v3"]
+    message.timestamp = 1_004
+    apply_message(store, TICKETS, "verdicts", message)
+    assert [e.id for e in store.examples()[0]][-1] == "v4"
+    store.close()
+
+
+def test_the_warm_up_trains_and_loads_what_a_refresh_needs_and_keeps_nothing(
+        tmp_path: Path) -> None:
+    """A trainer warms up at start (a throwaway training and export, the sentence encoder
+    for a cascade task) so that its first refresh does not pay a process's one-off costs;
+    nothing it trains is published."""
+    from models.registry import Registry
+    from workers.trainer.worker import WarmRefresh, store_refresher
+
+    settings = load_settings(state_dir=tmp_path)
+    refresh = store_refresher(settings, TICKETS, [])
+    assert isinstance(refresh, WarmRefresh) and TICKETS.cascade
+    refresh.warm()
+    assert Registry.from_settings(settings).versions(TICKETS.name) == []
+    assert not list(tmp_path.rglob("*.onnx"))
+    worker = TrainerWorker(settings, TICKETS, refresh)
+    worker.warm_up()  # the worker's step: logs its time, never raises
+    worker.store.close()
