@@ -1,8 +1,9 @@
 """MkDocs hook: the reference pages' generated parts.
 
 ``reference/settings.md`` gets one row per field of ``distillery.settings.Settings`` (its
-environment variable, type, default and description) and ``reference/cli.md`` one section
-per ``distillery`` command, from the Typer app itself: the pages cannot drift from the code.
+environment variable, type, default and description), ``reference/cli.md`` one section per
+``distillery`` command, from the Typer app itself, and ``operations/metrics.md`` one row per
+metric of each worker's Prometheus registry: the pages cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 MARK_SETTINGS = "<!-- generated: settings -->"
 MARK_CLI = "<!-- generated: commands -->"
+MARK_METRICS = "<!-- generated: metrics -->"
 
 
 def _cell(text: object) -> str:
@@ -82,9 +84,33 @@ def commands_reference() -> str:
     return "\n".join(out)
 
 
+def metrics_table() -> str:
+    from streams.metrics import ClassifyMetrics, RefineMetrics
+    from workers.teacher.metrics import TeacherMetrics
+    from workers.trainer.worker import TrainerMetrics
+
+    rows = ["| worker | metric | type | labels | meaning |", "|---|---|---|---|---|"]
+    for worker, registry in (("classify", ClassifyMetrics().registry),
+                             ("refine", RefineMetrics("t").registry),
+                             ("teacher", TeacherMetrics("t").registry),
+                             ("trainer", TrainerMetrics("t").registry)):
+        for family in registry.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+            if not labels:  # a labelled family with no sample yet: its declared names
+                labels = sorted(getattr(registry._names_to_collectors.get(family.name),
+                                        "_labelnames", ()))
+            rows.append(f"| {worker} | `{name}` | {family.type} | "
+                        f"{', '.join(f'`{x}`' for x in labels)} | "
+                        f"{_cell(family.documentation).replace('<', '&lt;')} |")
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     if MARK_SETTINGS in markdown:
         markdown = markdown.replace(MARK_SETTINGS, settings_table())
     if MARK_CLI in markdown:
         markdown = markdown.replace(MARK_CLI, commands_reference())
+    if MARK_METRICS in markdown:
+        markdown = markdown.replace(MARK_METRICS, metrics_table())
     return markdown

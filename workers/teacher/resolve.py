@@ -122,6 +122,8 @@ class Resolver:
             self._opened_seen = self.breaker.opened_count
         self.metrics.budget_calls_left.set(self.budget.calls_left)
         self.metrics.budget_cost_left.set(self.budget.cost_left)
+        self.metrics.budget_calls_cap.set(self.budget.calls_per_minute)
+        self.metrics.budget_cost_cap.set(self.budget.cost_per_hour)
 
     async def resolve(self, request: TeacherRequest) -> Outcome:
         started, tally = time.perf_counter(), _Tally()
