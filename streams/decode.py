@@ -18,6 +18,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from distillery.errors import SerializationError, ValidationError
 from distillery.redact import Redactor
@@ -35,6 +36,13 @@ class RawEvent:
     key: bytes | None
     value: bytes | None
     timestamp_ms: float | None = None  # Kafka record timestamp, for end-to-end latency
+
+    @classmethod
+    def of_record(cls, record: Any) -> RawEvent:
+        """A kafka-python or aiokafka consumer record (its timestamp in ms; -1 or None: none)."""
+        stamp = getattr(record, "timestamp", None)
+        return cls(record.topic, record.partition, record.offset, record.key, record.value,
+                   float(stamp) if stamp is not None and stamp >= 0 else None)
 
 
 @dataclass(frozen=True)

@@ -256,8 +256,7 @@ class RefineWorker:
             messages = [m for part in batch.values() for m in part]
             if not messages:
                 continue
-            raws = [RawEvent(m.topic, m.partition, m.offset, m.key, m.value,
-                             float(m.timestamp) if m.timestamp else None) for m in messages]
+            raws = [RawEvent.of_record(m) for m in messages]
             started = time.perf_counter()
             outputs = await asyncio.to_thread(refine_batch, self.rt, raws,
                                               s.dead_letter_value_bytes)

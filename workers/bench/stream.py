@@ -167,10 +167,6 @@ def _runtime(settings: Settings, task: TaskConfig, student: StudentLike) -> Task
     return rt
 
 
-def _raw(m: Any) -> RawEvent:
-    return RawEvent(m.topic, m.partition, m.offset, m.key, m.value, float(m.timestamp))
-
-
 def _start_worker(settings: Settings, group_prefix: str, log_file: Path) -> subprocess.Popen[bytes]:
     from distillery.settings import child_env
 
@@ -293,7 +289,7 @@ async def _one_repeat(settings: Settings, task: TaskConfig, cfg: BenchConfig, re
     rt = _runtime(s, task, student)
     rt.topics = {k: s.topic("bench.plain") for k in ("results", "teacher", "deadletter")}
     await _loop(s, s.topic(task.input_topic), s.topic("bench.plain"), "plain", n,
-                lambda ms: process_batch(rt, [_raw(m) for m in ms]))
+                lambda ms: process_batch(rt, [RawEvent.of_record(m) for m in ms]))
     plain = _rate(await _collect(s, [s.topic("bench.plain")], n, 120, _key_of))
 
     announcement = announcement_for(task.name, manifest.version, manifest.directory,

@@ -415,8 +415,7 @@ class TeacherWorker:
         log.warning("dead letter from %s[%s]@%s: %s: %s", message.topic, message.partition,
                     message.offset, kind, reason)
         self.metrics.dead_letters.labels(self.task.name, kind).inc()
-        raw = RawEvent(message.topic, message.partition, message.offset, message.key,
-                       message.value)
+        raw = RawEvent.of_record(message)
         record = dead_letter(self.task.name, raw, kind, reason,
                              self.settings.dead_letter_value_bytes)
         await self._send_all([(DEADLETTER_TOPIC, message.key, encode(record))], origin=message)
@@ -433,9 +432,7 @@ class TeacherWorker:
         committed).
         """
         assert self._producer is not None
-        raw = None if origin is None else RawEvent(
-            origin.topic, origin.partition, origin.offset, origin.key, origin.value,
-            float(origin.timestamp) if origin.timestamp is not None else None)
+        raw = None if origin is None else RawEvent.of_record(origin)
         sends = [Output(topic if raw_topic else self.settings.topic(topic), key, value, raw,
                         self.task.name, event_time=topic == self.task.verdicts_topic)
                  for topic, key, value in outputs]

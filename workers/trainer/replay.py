@@ -55,7 +55,7 @@ def rescore(settings: Settings, task: TaskConfig, source: str, target: str,
     items: list[Item] = []
     dead = 0
     for m in messages:
-        decoded = decode_event(task, RawEvent(m.topic, m.partition, m.offset, m.key, m.value),
+        decoded = decode_event(task, RawEvent.of_record(m),
                                settings.max_text_chars)
         if isinstance(decoded, Item):
             items.append(decoded)
