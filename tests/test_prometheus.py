@@ -11,7 +11,6 @@ fails there); elsewhere these tests are skipped and say why.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from models.registry import Registry
 from schemas.records import Decision
 from schemas.serde import decode, encode
 from streams.announce import announce_manifest
+from tests.programs import require_programs
 from tests.streams.kit import REPO, read_all, start_classify, stop, worker_env
 from workers.runtime.procs import free_port
 from workers.sim.synth import generate, labels_of
@@ -42,13 +42,9 @@ DASHBOARD = DEPLOY / "grafana" / "distillery.json"
 
 
 def _require(binary: str) -> str:
-    found = shutil.which(binary)
-    if found:
-        return found
-    why = f"{binary} is needed (Debian: apt-get install prometheus)"
-    if os.environ.get("DISTILLERY_PROMETHEUS_TESTS") == "required":
-        pytest.fail(why)
-    pytest.skip(why)
+    require_programs(binary, switch="DISTILLERY_PROMETHEUS_TESTS",
+                     install="Debian: apt-get install prometheus")
+    return str(shutil.which(binary))
 
 
 def _expressions() -> list[str]:

@@ -9,13 +9,12 @@ machine without it the browser tests are skipped and say why.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.programs import require_programs
 
 CHROMIUM = os.environ.get("DISTILLERY_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DISTILLERY_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -67,19 +66,10 @@ return {width: window.innerWidth, faults: out};
 """
 
 
-def browser_available() -> bool:
-    return shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None
-
-
 def require_browser() -> None:
     """Skip (or, in CI, fail) when Chromium and its driver are not installed."""
-    if browser_available():
-        return
-    why = (f"{CHROMIUM} and {CHROMEDRIVER} are needed (Debian: apt-get install chromium "
-           "chromium-driver)")
-    if os.environ.get("DISTILLERY_BROWSER_TESTS") == "required":
-        pytest.fail(why)
-    pytest.skip(why)
+    require_programs(CHROMIUM, CHROMEDRIVER, switch="DISTILLERY_BROWSER_TESTS",
+                     install="Debian: apt-get install chromium chromium-driver")
 
 
 @contextmanager
