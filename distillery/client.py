@@ -48,6 +48,7 @@ from distillery.errors import BrokerError, ConfigError, DistilleryError, Validat
 from distillery.settings import Settings, load_settings
 from distillery.tasks import TaskConfig, load_tasks
 from schemas.records import INPUT_TYPES, Decision, Feedback, InputRecord
+from schemas.registry import frame, use_registry
 from schemas.serde import decode, encode, validate
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Client:
     def __init__(self, settings: Settings | None = None, *, client_id: str = "distillery-client"
                  ) -> None:
         self.settings = settings if settings is not None else load_settings()
+        use_registry(self.settings)  # a Schema Registry, when the settings name one
         self.tasks: dict[str, TaskConfig] = load_tasks(self.settings)
         self.client_id = client_id
         self._producer: Any = None
@@ -174,7 +176,8 @@ class Client:
                                   f"{exc}") from exc
         try:
             self._pending.append(
-                self._producer.send(self.topic(topic), key=key.encode("utf-8"), value=value))
+                self._producer.send(self.topic(topic), key=key.encode("utf-8"),
+                                    value=frame(self.topic(topic), value)))
         except KafkaError as exc:
             raise BrokerError(f"cannot send to {self.topic(topic)}: {exc}") from exc
 

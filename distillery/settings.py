@@ -111,6 +111,23 @@ class Settings(BaseSettings):
         "`512m` or `1g`."))
     broker_start_timeout_s: float = Field(90.0, description=(
         "How long to wait for the embedded broker to answer after starting it, in seconds."))
+    # --- schema registry (optional) -----------------------------------------------------
+    schema_registry_url: str | None = Field(None, description=(
+        "A Confluent-compatible Schema Registry's base URL, e.g. `http://localhost:8081` for "
+        "`distillery registry start`'s, or a hosted one's. Set: the workers register their "
+        "schemas under `<topic>-value`, write Avro in Confluent's wire format (magic byte 0, "
+        "the 4-byte schema id) and read any writer schema the registry holds by its id. "
+        "Unset: Avro single-object encoding, no registry."))
+    schema_registry_user: str | None = Field(None, description=(
+        "User (or API key) for the Schema Registry's HTTP basic authentication."))
+    schema_registry_password: SecretStr | None = Field(None, description=(
+        "Password (or API secret) for the Schema Registry's HTTP basic authentication."))
+    schema_registry_port: int = Field(8081, ge=1, le=65535, description=(
+        "Port of the embedded Schema Registry (`distillery registry start`), on 127.0.0.1."))
+    schema_registry_version: str = Field("2.4.2.Final", description=(
+        "Apicurio Registry release the embedded Schema Registry runs; built with Maven from "
+        "Maven Central into `cache_dir`, once per version."))
+
     state_dir: Path = Field(default_factory=_data_home, description=(
         "Folder of local state: the embedded broker's data, the workers' stores and faust's "
         "tables. Default: `~/.local/share/distillery`."))
@@ -288,6 +305,16 @@ class Settings(BaseSettings):
         "A refresh also runs once this many minutes have passed since the last one, if there is a "
         "new verdict."))
 
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"the Schema Registry URL must start with http:// or https:// "
+                             f"(got {value!r})")
+        return value.rstrip("/")
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_topic_safe(cls, value: str) -> str:
@@ -317,6 +344,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """A catalogue topic name with this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def schema_registry_dir(self) -> Path:
+        """The embedded Schema Registry's built application (``quarkus-app``)."""
+        return self.cache_dir / "schema-registry" / self.schema_registry_version
 
     @property
     def kafka_jar_dir(self) -> Path:

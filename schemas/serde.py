@@ -3,8 +3,9 @@
 Writing uses Avro *single-object encoding* (``C3 01`` + the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema + the Avro binary body), which needs no schema
 registry. Reading accepts single-object encoding from any schema version shipped in
-``schemas/avro`` (``<name>.avsc`` is current, ``<name>.vN.avsc`` are older versions) and,
-when schema ids are given, Confluent's wire format (``00`` + 4-byte big-endian schema id).
+``schemas/avro`` (``<name>.avsc`` is current, ``<name>.vN.avsc`` are older versions) and
+Confluent's wire format (``00`` + 4-byte big-endian schema id), whose writer schema comes
+from the Schema Registry in use (``schemas.registry``; it also frames what the workers send).
 A record written with an older schema is resolved to the current one (schema evolution).
 
 JSON, because it is what most Kafka producers write and what every client can read: a
@@ -47,6 +48,7 @@ class SchemaVersion:
     version: str  # "current" or "v1", "v2", ...
     parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian, as single-object encoding writes it
+    source: str = ""  # the schema's JSON text (what a Schema Registry is given)
 
 
 def _load(file_name: str) -> SchemaVersion:
@@ -61,6 +63,7 @@ def _load(file_name: str) -> SchemaVersion:
         parsed=parsed,
         # CRC-64-AVRO, as the hex of its 8 little-endian bytes: what single-object encoding writes
         fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+        source=json.dumps(json.loads(text), separators=(",", ":")),
     )
 
 
@@ -86,6 +89,22 @@ def schema_for(name: str) -> SchemaVersion:
         return current[name]
     except KeyError:
         raise SerializationError(f"no Avro schema named {name!r}") from None
+
+
+def schema_by_fingerprint(fingerprint: bytes) -> SchemaVersion:
+    """The shipped schema version with this single-object fingerprint."""
+    found = _catalogue()[1].get(fingerprint)
+    if found is None:
+        raise SerializationError(f"unknown schema fingerprint {fingerprint.hex()}")
+    return found
+
+
+def record_name_for(full_name: str) -> str | None:
+    """The record type (``ticket``...) whose current schema has this Avro full name."""
+    for name, schema in _catalogue()[0].items():
+        if schema.parsed.get("name") == full_name:
+            return name
+    return None
 
 
 def schema_versions() -> list[SchemaVersion]:
@@ -116,16 +135,18 @@ def _writer_schema(
     if data[:2] == SINGLE_OBJECT_MAGIC:
         if len(data) < 10:
             raise SerializationError("truncated single-object header")
-        fingerprint = data[2:10]
-        writer = _catalogue()[1].get(fingerprint)
-        if writer is None:
-            raise SerializationError(f"unknown schema fingerprint {fingerprint.hex()}")
-        return writer, 10
+        return schema_by_fingerprint(data[2:10]), 10
     if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
         (schema_id,) = struct.unpack(">I", data[1:5])
-        if not confluent_ids or schema_id not in confluent_ids:
-            raise SerializationError(f"Confluent schema id {schema_id} is not known here")
-        return confluent_ids[schema_id], 5
+        if confluent_ids and schema_id in confluent_ids:
+            return confluent_ids[schema_id], 5
+        from schemas.registry import active_registry
+
+        registry = active_registry()
+        if registry is None:
+            raise SerializationError(f"Confluent schema id {schema_id}, but no Schema Registry "
+                                     "is configured (DISTILLERY_SCHEMA_REGISTRY_URL)")
+        return registry.writer(schema_id), 5
     raise SerializationError(NOT_AVRO)
 
 

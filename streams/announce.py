@@ -8,6 +8,7 @@ from typing import Any
 from distillery.errors import BrokerError
 from distillery.settings import Settings
 from schemas.records import ModelAnnouncement
+from schemas.registry import frame
 from schemas.serde import encode
 from streams.topics import MODELS_TOPIC
 
@@ -43,7 +44,7 @@ def publish_announcement(settings: Settings, announcement: ModelAnnouncement) ->
                                  **settings.kafka_python_producer_kwargs())
         future = producer.send(
             settings.topic(MODELS_TOPIC), key=announcement.task.encode("utf-8"),
-            value=encode(announcement),
+            value=frame(settings.topic(MODELS_TOPIC), encode(announcement)),
         )
         future.get(timeout=30)
     except KafkaError as exc:

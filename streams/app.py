@@ -31,6 +31,7 @@ import faust
 
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
+from schemas.registry import SchemaRegistryError
 from schemas.serde import encode
 from streams.decode import Item, RawEvent, decode_event, encode_output
 from streams.drain import DrainApp, ack_batch
@@ -214,7 +215,7 @@ class ClassifyApp:
                     if too_large:
                         rt.metrics.dead.labels(task=rt.task.name,
                                                reason="output_too_large").inc(too_large)
-                except FatalSendError as exc:
+                except (FatalSendError, SchemaRegistryError) as exc:
                     log.critical("task %s: %s; exiting with code %d, the batch of %d events "
                                  "not acked", rt.task.name, exc, FATAL_EXIT, len(messages))
                     self.on_fatal(FATAL_EXIT)

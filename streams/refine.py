@@ -43,6 +43,7 @@ from distillery.errors import DistilleryError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.records import DEFAULT_MAX_TEXT_CHARS, Decision, ModelAnnouncement, TeacherRequest
+from schemas.registry import SchemaRegistryError
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter, encode_output
 from streams.hotswap import AnnouncementFollower, Loader, ModelHolder, announced_directory
@@ -126,6 +127,8 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
             requests.append(decode(raw.value or b"", TeacherRequest,
                                    max_text_chars=rt.max_text_chars))
             origins.append(raw)
+        except SchemaRegistryError:  # an outage, not a bad record: stop, commit nothing
+            raise
         except DistilleryError as exc:  # not a teacher request (or over a bound): dead letter
             kind = "oversized" if "over the cap" in str(exc) else "undecodable"
             m.dead.labels(rt.task.name, kind).inc()
@@ -258,15 +261,15 @@ class RefineWorker:
                 continue
             raws = [RawEvent.of_record(m) for m in messages]
             started = time.perf_counter()
-            outputs = await asyncio.to_thread(refine_batch, self.rt, raws,
-                                              s.dead_letter_value_bytes)
             try:
+                outputs = await asyncio.to_thread(refine_batch, self.rt, raws,
+                                                  s.dead_letter_value_bytes)
                 too_large = await send_until_acknowledged(
                     producer, outputs, deadletter_topic=self.rt.topics["deadletter"],
                     keep_bytes=s.dead_letter_value_bytes)
                 if too_large:
                     self.rt.metrics.dead.labels(self.task.name, "output_too_large").inc(too_large)
-            except FatalSendError as exc:
+            except (FatalSendError, SchemaRegistryError) as exc:
                 log.critical("refine worker for %s: %s; exiting with code %d, the batch of "
                              "%d not committed", self.task.name, exc, FATAL_EXIT, len(raws))
                 if self.on_fatal is not None:

@@ -4,12 +4,15 @@ One loop for every worker that writes to Kafka (classify, refine, teacher). A de
 fail after ``send`` returned (batch expiry, a record the broker refuses, an authorization
 error), so each send's future is awaited; ``flush`` reports none of that. Three outcomes:
 
-- retriable (an outage outlived the request timeout, a leader change): re-sent with backoff;
+- retriable (an outage outlived the request timeout, a leader change, the Schema Registry
+  unreachable): re-sent with backoff;
 - too large (the producer's ``max_request_size`` or the topic's ``max.message.bytes``): the
   output is replaced by a dead letter that carries the input it answers (bounded, so it
   fits), reason ``output_too_large`` — one oversized record must never stop a group;
-- anything else (a missing ACL, a bug): ``FatalSendError``; the caller exits without
-  acking, and the supervisor restarts it.
+- anything else (a missing ACL, the Schema Registry refusing a schema, a bug):
+  ``FatalSendError``; the caller exits without acking, and the supervisor restarts it.
+
+With a Schema Registry in use, each output is framed for it here (``schemas.registry``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import logging
 from typing import Any, NamedTuple
 
+from schemas.registry import frame
 from schemas.serde import encode
 from streams.decode import DEAD_LETTER_VALUE_BYTES, RawEvent, dead_letter
 
@@ -160,7 +164,8 @@ async def _send_batch(producer: Any, outputs: list[Output],
     queued: list[Any] = []
     for out in outputs:
         try:
-            queued.append(await producer.send(out.topic, out.key, out.value, partition,
+            value = frame(out.topic, out.value)  # Confluent's header if a registry is in use
+            queued.append(await producer.send(out.topic, out.key, value, partition,
                                               out.timestamp_s, None))
         except asyncio.CancelledError:
             raise

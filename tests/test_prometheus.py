@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,17 @@ from kafka import KafkaProducer
 
 from distillery.settings import Settings
 from distillery.tasks import TICKETS
-from models.pipeline import train_version
-from models.registry import Registry
 from schemas.records import Decision
 from schemas.serde import decode, encode
-from streams.announce import announce_manifest
 from tests.programs import require_programs
-from tests.streams.kit import REPO, read_all, start_classify, stop, worker_env
+from tests.streams.kit import (
+    REPO,
+    read_all,
+    serve_tickets_version,
+    start_classify,
+    start_worker,
+    stop,
+)
 from workers.runtime.procs import free_port
 from workers.sim.synth import generate, labels_of
 
@@ -116,15 +119,6 @@ def _wait(check: Any, timeout_s: float, what: str) -> Any:
         time.sleep(0.5)
 
 
-def _worker(settings: Settings, log: Path, kind: str, metrics_port: int,
-            **env: str) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", kind, "--task", "tickets",
-         "--metrics-port", str(metrics_port)],
-        env=worker_env(settings, **env), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-
-
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_prometheus_scrapes_the_workers_and_computes_their_student_share(
@@ -133,21 +127,16 @@ def test_prometheus_scrapes_the_workers_and_computes_their_student_share(
     settings = kafka_settings.model_copy(update={"student_buckets": 1 << 16})
     items = generate("tickets", 700, seed=5)
     texts = [item.text_of(TICKETS.text_fields) for item in items]
-    trained = train_version(texts[:500], labels_of(items[:500]), task=TICKETS,
-                            settings=settings, seed=0)
-    registry = Registry(settings.registry_root)
-    manifest = registry.publish("tickets", trained.model, trained.manifest())
-    registry.promote("tickets", manifest.version)
-    announce_manifest(settings, registry.show("tickets", manifest.version))
+    serve_tickets_version(settings, texts[:500], labels_of(items[:500]))
 
     web_port, teacher_port, refine_port, prom_port = (free_port() for _ in range(4))
     classify = start_classify(settings, tmp_path / "classify.log",
                               DISTILLERY_WEB_PORT=str(web_port))
     # the cascade by default: what the first stage hands on goes through the refine worker
     # (no second-stage version yet: it forwards it all to the teacher)
-    teacher = _worker(settings, tmp_path / "teacher.log", "teacher", teacher_port,
+    teacher = start_worker(settings, tmp_path / "teacher.log", "teacher", metrics_port=teacher_port,
                       DISTILLERY_TEACHER_KIND="oracle")
-    refine = _worker(settings, tmp_path / "refine.log", "refine", refine_port)
+    refine = start_worker(settings, tmp_path / "refine.log", "refine", metrics_port=refine_port)
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

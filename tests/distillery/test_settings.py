@@ -110,3 +110,11 @@ def test_nothing_but_settings_reads_the_environment() -> None:
             if re.search(r"os\.environ|os\.getenv", path.read_text(encoding="utf-8")):
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+def test_a_schema_registry_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match="DISTILLERY_SCHEMA_REGISTRY_URL.*http://"):
+        load_settings(schema_registry_url="localhost:8081")
+    found = load_settings(schema_registry_url="http://127.0.0.1:8081/apis/ccompat/v7/")
+    assert found.schema_registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
+    assert load_settings(schema_registry_url="").schema_registry_url is None

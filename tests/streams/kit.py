@@ -46,6 +46,31 @@ def start_classify(settings: Settings, log_file: Path, tasks: tuple[str, ...] = 
                             stderr=subprocess.STDOUT)
 
 
+def start_worker(settings: Settings, log_file: Path, kind: str, task: str = "tickets",
+                 metrics_port: int | None = None, **extra: str) -> subprocess.Popen[bytes]:
+    """``distillery worker <kind> --task <task>`` (refine, teacher) as a process of its own."""
+    port = free_port() if metrics_port is None else metrics_port
+    out = open(log_file, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", kind, "--task", task,
+         "--metrics-port", str(port)],
+        env=worker_env(settings, **extra), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def serve_tickets_version(settings: Settings, texts: list[str], labels: list[str]) -> None:
+    """Train a tickets version on ``texts``, publish and promote it, and announce it."""
+    from distillery.tasks import TICKETS
+    from models.pipeline import train_version
+    from models.registry import Registry
+    from streams.announce import announce_manifest
+
+    trained = train_version(texts, labels, task=TICKETS, settings=settings, seed=0)
+    registry = Registry(settings.registry_root)
+    manifest = registry.publish("tickets", trained.model, trained.manifest())
+    registry.promote("tickets", manifest.version)
+    announce_manifest(settings, registry.show("tickets", manifest.version))
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -35,11 +35,16 @@ _CHATTY_LOGGERS = ("kafka", "aiokafka", "httpx")
 
 def cli_settings(**overrides: Any) -> Settings:
     """The settings, with options left unset (``None``) ignored and client loggers quiet
-    (at least WARNING: never lower than ``workers.cli.main`` set them for the terminal)."""
+    (at least WARNING: never lower than ``workers.cli.main`` set them for the terminal).
+    The Schema Registry they name, if any, is the process's from here on."""
     for name in _CHATTY_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logger.level, logging.WARNING))
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    from schemas.registry import use_registry
+
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    use_registry(settings)  # a Schema Registry, when one is configured
+    return settings
 
 
 def tasks_of(settings: Settings, names: list[str] | None) -> list[TaskConfig]:

@@ -20,6 +20,7 @@ from workers.cli import (
     offline,
     records,
     report,
+    schema_registry,
     stack,
     student,
     worker,
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(broker.broker_app, name="broker")
 app.add_typer(broker.topics_app, name="topics")
+app.add_typer(schema_registry.registry_app, name="registry")
 app.command("produce")(records.produce)
 app.command("consume")(records.consume)
 app.command("generate")(generate.generate_cmd)

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from distillery.errors import BrokerError, DistilleryError
 from distillery.settings import Settings
 from schemas.records import Record
+from schemas.registry import frame
 from schemas.serde import WireFormat, decode_any, encode
 from workers.records.files import Rejection, read_records
 
@@ -64,7 +65,8 @@ def produce_file(
                 continue
             key = getattr(item, "id", None) or getattr(item, "task", None)
             try:
-                sender.send(number, str(key).encode() if key else None, encode(item, wire))
+                sender.send(number, str(key).encode() if key else None,
+                            frame(topic, encode(item, wire)))
             except KafkaError as exc:  # e.g. over the producer's max_request_size
                 summary.rejected.append(Rejection(number, f"not sent: {exc}"))
             if len(sender.sent) >= CHECK_EVERY:

@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from distillery.errors import BrokerError
 from distillery.settings import Settings
-from workers.runtime.procs import alive
+from workers.runtime.procs import pid_in, stop_pid_file
 from workers.runtime.secure import SecureFiles
 
 log = logging.getLogger(__name__)
@@ -64,16 +63,7 @@ class EmbeddedBroker:
 
     # --- tools and jars ----------------------------------------------------------------
     def check_tools(self, need_maven: bool) -> None:
-        java = shutil.which("java")
-        if java is None:
-            raise BrokerError(f"Java {_MIN_JAVA}+ is not installed; install it, {_DOCKER_HINT}",
-                              retriable=False)
-        version = _java_major(java)
-        if version is not None and version < _MIN_JAVA:
-            raise BrokerError(
-                f"Java {version} found, Kafka 4 needs Java {_MIN_JAVA}+; {_DOCKER_HINT}",
-                retriable=False,
-            )
+        require_java(_MIN_JAVA, "Kafka 4", f"install it, {_DOCKER_HINT}")
         if need_maven and shutil.which("mvn") is None:
             raise BrokerError(
                 f"Maven (mvn) is not installed; it fetches Kafka's jars once; install it, "
@@ -115,11 +105,7 @@ class EmbeddedBroker:
 
     # --- life cycle --------------------------------------------------------------------
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if alive(pid) else None
+        return pid_in(self.pid_file)
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -159,21 +145,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the broker; returns False if it was not running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if alive(pid):
-            log.warning("broker %s did not stop in %.0fs: killing it", pid, timeout_s)
-            os.kill(pid, signal.SIGKILL)
-            while alive(pid):
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_pid_file(self.pid_file, timeout_s) is not None
 
     def logs(self, lines: int = 50) -> list[str]:
         if not self.log_file.is_file():
@@ -312,6 +284,18 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def require_java(minimum: int, who: str, hint: str) -> None:
+    """A ``BrokerError`` (not retriable) unless Java ``minimum``+ is on the PATH."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError(f"Java {minimum}+ is not installed ({who} needs it); {hint}",
+                          retriable=False)
+    version = _java_major(java)
+    if version is not None and version < minimum:
+        raise BrokerError(f"Java {version} found, {who} needs Java {minimum}+; {hint}",
+                          retriable=False)
 
 
 def _java_major(java: str) -> int | None:

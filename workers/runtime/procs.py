@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 
@@ -28,6 +30,32 @@ def alive(pid: int | None) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except (FileNotFoundError, IndexError):
         return True
+
+
+def pid_in(pid_file: Path) -> int | None:
+    """The pid a detached process wrote to ``pid_file``, if that process is alive."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def stop_pid_file(pid_file: Path, timeout_s: float = 30.0) -> int | None:
+    """SIGTERM the process of ``pid_file``, SIGKILL it after ``timeout_s``, remove the file.
+    Returns the pid if a process was stopped (``None``: none ran)."""
+    pid = pid_in(pid_file)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while alive(pid):
+                time.sleep(0.1)
+    pid_file.unlink(missing_ok=True)
+    return pid
 
 
 _GIVEN: set[int] = set()
