@@ -184,9 +184,10 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
                  examples: list[Example], contradicted: int, cfg: RefreshConfig,
                  announce: Announce | None = None, embedder: Embedder | None = None,
                  announce_tier2: Announce | None = None) -> RefreshOutcome:
-    """Tier 1, then (the task's ``tiers`` include ``embed`` and an ``embedder`` is given)
-    tier 2 from the same dataset (``workers.trainer.stages``): its outcome is the report's
-    ``tier2`` (a tier-2 failure is recorded there and leaves tier 1's outcome alone)."""
+    """One dataset, then each stage of ``task.tiers`` in cascade order. The first stage's
+    outcome is the refresh's; each later one's is the report's ``tier<N>`` (it needs an
+    ``embedder``; a later stage's failure is recorded there and leaves the stages before
+    it standing)."""
     suspect: set[str] = set()
     encoded_before = embedder.encoded if embedder is not None else 0
     if task.cascade and embedder is not None and settings.suspect_verdicts and examples:
@@ -196,6 +197,30 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
     data.summary["suspect"] = len(suspect)
     train_rows = oversample(data.train, task.critical_labels, cfg.min_share,
                             cfg.critical_boost, cfg.max_repeat)
+    first: tuple[Manifest, GateDecision] | None = None
+    report: dict[str, Any] = {}
+    for position, kind in enumerate(task.tiers):
+        if position == 0:
+            first, report = _refresh_first_stage(settings, task, data, train_rows,
+                                                 contradicted, cfg, announce)
+        elif embedder is not None:
+            later = _refresh_later_stage(kind, settings, task, data, train_rows, examples,
+                                         embedder, announce_tier2)
+            # texts this refresh encoded, the suspect check's included
+            report[f"tier{position + 1}"] = {**later,
+                                             "encoded": embedder.encoded - encoded_before}
+    assert first is not None  # tiers start with the first stage (TaskConfig checks it)
+    manifest, decision = first
+    return RefreshOutcome(decision.passed, manifest.version, decision.reason, report,
+                          contradicted)
+
+
+def _refresh_first_stage(settings: Settings, task: TaskConfig, data: Dataset,
+                         train_rows: list[tuple[str, str]], contradicted: int,
+                         cfg: RefreshConfig, announce: Announce | None
+                         ) -> tuple[tuple[Manifest, GateDecision], dict[str, Any]]:
+    """Train, calibrate, gate and publish the first stage (the n-gram student, on texts);
+    announce it if it passed. Its manifest and gate decision, and the refresh's report."""
     serving = Registry(settings.registry_root).serving(task.name)
     result = train_version(
         [t for t, _ in train_rows], [y for _, y in train_rows], task=task, settings=settings,
@@ -217,13 +242,7 @@ def refresh_once(settings: Settings, task: TaskConfig, bootstrap: list[tuple[str
         report["gold"] = _gold_report(settings, task, manifest, data.gold)
     if decision.passed and announce is not None:
         announce(manifest)
-    if task.cascade and embedder is not None:
-        tier2 = _refresh_tier2(settings, task, data, train_rows, examples, embedder,
-                               announce_tier2)
-        # texts this refresh encoded, the suspect check's included
-        report["tier2"] = {**tier2, "encoded": embedder.encoded - encoded_before}
-    return RefreshOutcome(decision.passed, manifest.version, decision.reason, report,
-                          contradicted)
+    return (manifest, decision), report
 
 
 def _suspects(bootstrap: list[tuple[str, str]], examples: list[Example],
@@ -242,16 +261,19 @@ def _suspects(bootstrap: list[tuple[str, str]], examples: list[Example],
     return found
 
 
-def _refresh_tier2(settings: Settings, task: TaskConfig, data: Dataset,
-                   train_rows: list[tuple[str, str]], examples: list[Example],
-                   embedder: Embedder, announce: Announce | None) -> dict[str, Any]:
-    from workers.trainer.stages import refresh_next_stage
+def _refresh_later_stage(kind: str, settings: Settings, task: TaskConfig, data: Dataset,
+                         train_rows: list[tuple[str, str]], examples: list[Example],
+                         embedder: Embedder, announce: Announce | None) -> dict[str, Any]:
+    """A stage after the first (``workers.trainer.stages``), from the same dataset: its
+    report; a failure is reported, not raised."""
+    from workers.trainer.stages import LATER_STAGES
 
     try:
-        return refresh_next_stage(settings, task, train_rows, data.holdout, data.weights, data.held,
-                             {e.text: e.id for e in examples}, embedder, announce)
-    except Exception as exc:  # tier 2 failing leaves tier 1's refresh standing
-        log.exception("task %s: the tier-2 refresh failed", task.name)
+        return LATER_STAGES[kind](settings, task, train_rows, data.holdout, data.weights,
+                                  data.held, {e.text: e.id for e in examples}, embedder,
+                                  announce)
+    except Exception as exc:  # a later stage failing leaves the stages before it standing
+        log.exception("task %s: the %s stage's refresh failed", task.name, kind)
         return {"promoted": False, "version": None,
                 "reason": f"failed: {type(exc).__name__}: {exc}"[:500]}
 

@@ -164,3 +164,7 @@ def refresh_next_stage(settings: Settings, task: TaskConfig,
             "tier1_system": before.as_dict(),
             "serving_system": old.as_dict() if old is not None else None,
             "train_labels": dict(sorted(Counter(y for _, y in rows).items()))}
+
+
+# the refresh of each stage kind that can follow the first, by its name in ``task.tiers``
+LATER_STAGES: dict[str, Callable[..., dict[str, Any]]] = {"embed": refresh_next_stage}
