@@ -172,8 +172,10 @@ class Settings(BaseSettings):
         "Catch rate each critical label must reach, as a fraction: the share of its items that "
         "reach the teacher or are decided correctly. Its routing floor is calibrated to it."))
     critical_floor_conservative: float = Field(0.05, ge=0.0, le=1.0, description=(
-        "Routing floor of a critical label with too few held-out items to calibrate one: an item "
-        "whose probability of that label reaches it goes to the teacher."))
+        "Routing floor of a critical label with too few held-out items to calibrate one, when "
+        "none of them needed a floor to be caught: an item whose probability of that label "
+        "reaches it goes to the teacher. Where some did, the floor is lower (a tolerance limit "
+        "on their probabilities), or the stage decides nothing while they are too few."))
     min_critical_examples: int = Field(3, ge=0, description=(
         "Training examples every critical label needs before any version may serve. 0: no "
         "minimum."))

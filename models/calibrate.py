@@ -12,7 +12,10 @@
    that the label's catch rate (share of its items sent to the teacher, under the thresholds
    above) has a Wilson lower bound (z at least ``CATCH_Z``) at or over ``catch_target``.
    While a label has too few held-out items for any floor to show that, it gets
-   ``conservative_floor``.
+   ``conservative_floor`` if none of them needed a floor (each was predicted as the label
+   or routed as low confidence anyway); if some did, the floor widens to a one-sided
+   normal tolerance limit on the label's log-odds (``tolerance_floor``), and with too few
+   items for even that it is 0: the stage decides nothing until the evidence allows.
 4. The curve: the same thresholds for a grid of accuracy targets, with the system metrics
    each would give on these items (what ``backtest`` and ``report`` draw).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -217,6 +221,40 @@ def certified_target(probs: np.ndarray, y: np.ndarray, weights: np.ndarray, targ
     return None
 
 
+def tolerance_factor(n: float, coverage: float, z: float) -> float | None:
+    """One-sided normal tolerance factor k: with confidence (one-sided ``z``), at least
+    ``coverage`` of a normal population lies above ``mean - k * sd`` of ``n`` draws
+    (Natrella's approximation). None when ``n`` is too small for any."""
+    zp = NormalDist().inv_cdf(coverage)
+    if n <= 1.0:
+        return None
+    a = 1.0 - z * z / (2.0 * (n - 1.0))
+    b = zp * zp - z * z / n
+    if a <= 0.0 or zp * zp - a * b < 0.0:
+        return None
+    return float((zp + np.sqrt(zp * zp - a * b)) / a)
+
+
+def tolerance_floor(p: np.ndarray, w: np.ndarray, coverage: float, z: float) -> float | None:
+    """The probability under which, by a normal tolerance limit on the (weighted) log-odds
+    ``p`` of a critical label's own held-out items, at most ``1 - coverage`` of its items
+    fall, with one-sided confidence ``z``: a floor that widens as the evidence thins. None
+    when the items are too few (effective size) for any such limit."""
+    if len(p) == 0 or w.sum() <= 0:
+        return None
+    n_eff = float(w.sum() ** 2 / max(float((w * w).sum()), 1e-12))
+    k = tolerance_factor(n_eff, coverage, z)
+    if k is None:
+        return None
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    x = np.log(q / (1 - q))
+    mean = float((w * x).sum() / w.sum())
+    var = float((w * (x - mean) ** 2).sum() / w.sum()) * n_eff / max(n_eff - 1.0, 1e-9)
+    sd = float(np.sqrt(max(var, 0.0)))
+    limit = mean - k * sd
+    return float(1.0 / (1.0 + np.exp(-limit)))
+
+
 def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
                   base: DecisionPolicy, critical: Sequence[str], target: float, z: float,
                   conservative_floor: float) -> tuple[dict[str, float], dict[str, str]]:
@@ -244,8 +282,20 @@ def choose_floors(probs: np.ndarray, y: np.ndarray, weights: np.ndarray,
                 chosen = float(f)
                 break
         if chosen is None:
-            floors[label] = min(conservative_floor, float(candidates[-1]))
-            basis[label] = f"conservative (n={int(mine.sum())})"
+            # Too few of the label's items to show the catch rate by counting. Where some
+            # of them were caught by the floor alone, the floor cannot be the lowest of their
+            # probabilities (a new item falls under that 1/(n+1) of the time): a normal
+            # tolerance limit on their log-odds, no higher than ``conservative_floor``, and
+            # none at all (the stage decides nothing) on too few items for that.
+            needed = bool((~free & (p < MAX_FLOOR)).any())
+            limit = tolerance_floor(p, w, target, z) if needed else 1.0
+            if limit is None:
+                floors[label] = 0.0
+                basis[label] = f"withheld (n={int(mine.sum())})"
+            else:
+                floors[label] = min(conservative_floor, float(candidates[-1]), limit)
+                kind = "tolerance" if needed else "conservative"
+                basis[label] = f"{kind} (n={int(mine.sum())})"
         else:
             floors[label], basis[label] = chosen, f"calibrated (n={int(mine.sum())})"
     return floors, basis

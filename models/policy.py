@@ -146,7 +146,8 @@ class PolicyData(TypedDict):
     catch_target: float  # each critical label's catch-rate target
     thresholds: list[float]  # per label, in the manifest's label order
     floors: dict[str, float]  # per critical label
-    floor_basis: dict[str, str]  # per critical label: "calibrated" or "conservative (n=...)"
+    # per critical label: "calibrated", "conservative", "tolerance" or "withheld" (n=...)
+    floor_basis: dict[str, str]
     temperature: float
     sample: CalibrationSample
     curve: list[CurvePoint]
