@@ -247,14 +247,18 @@ def gate(result: TrainResult, serving: Manifest | Stage | None, settings: Settin
                             f"{settings.min_critical_examples} training examples: " + ", ".join(
                                 f"{c} has {counts.get(c, 0)}" for c in missing))
     new = result.system
+    withheld = [f"{label} ({basis})" for label, basis in
+                result.calibration.floor_basis.items() if basis.startswith("withheld")]
+    why = (f"; it decides nothing: too few held-out items of {', '.join(withheld)} to "
+           "promise the catch rate" if withheld else "")
     if serving is None:
         verdict = judge(new, new.coverage > 0.0, None, None, None, None, settings)
-        return GateDecision(verdict.passed, f"first version: {verdict.reason}")
+        return GateDecision(verdict.passed, f"first version: {verdict.reason}{why}")
     critical = task.critical_labels if task is not None else result.critical_labels
     version, old = serving_system(result, serving, settings, critical)
     # the first stage's own decided part is the system's: old is also old_own
     verdict = judge(new, new.coverage > 0.0, None, old, old, version, settings)
-    return GateDecision(verdict.passed, verdict.reason, old)
+    return GateDecision(verdict.passed, verdict.reason + why, old)
 
 
 def publish_and_promote(result: TrainResult, *, task: TaskConfig, settings: Settings,

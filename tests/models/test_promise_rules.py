@@ -37,12 +37,23 @@ def test_evidently_under_needs_the_upper_bound_under_the_target() -> None:
     assert not gate.evidently_under(decided(0, 0, undecided=10), SETTINGS)
 
 
-def _gate_against(old: SystemMetrics, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _gate_against(old: SystemMetrics, monkeypatch: pytest.MonkeyPatch,
+                  floor_basis: dict[str, str] | None = None) -> Any:
     """The gate for a candidate that decides nothing, against a serving version with ``old``."""
     monkeypatch.setattr(pipeline, "serving_system", lambda *a: ("v0003", old))
     result = SimpleNamespace(system=decided(0, 0, undecided=400), summary={},
-                             critical_labels=[])
+                             critical_labels=[],
+                             calibration=SimpleNamespace(floor_basis=floor_basis or {}))
     return pipeline.gate(result, object(), SETTINGS)  # type: ignore[arg-type]
+
+
+def test_a_candidate_withheld_for_a_critical_label_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = _gate_against(decided(30, 27), monkeypatch,
+                            {"fraud": "withheld (n=2)", "abuse": "calibrated (n=90)"})
+    assert not refused.passed
+    assert refused.reason.endswith("it decides nothing: too few held-out items of fraud "
+                                   "(withheld (n=2)) to promise the catch rate")
 
 
 def test_a_candidate_deciding_nothing_withdraws_a_version_evidently_under_target(
