@@ -59,7 +59,7 @@ class SchemaRegistry:
         self.retry_s = retry_s
         self._http = httpx.Client(base_url=self.url, auth=auth, timeout=timeout_s,
                                   headers={"Accept": CONTENT_TYPE})
-        self._ids: dict[tuple[str, bytes], int] = {}  # (subject, fingerprint) -> id
+        self._headers: dict[tuple[str, bytes], bytes] = {}  # (topic, fingerprint) -> header
         self._writers: dict[int, Any] = {}  # id -> SchemaVersion
         self._lock = threading.Lock()
 
@@ -104,16 +104,21 @@ class SchemaRegistry:
                            headers={"Content-Type": CONTENT_TYPE})
         return int(found["id"])
 
-    def id_for(self, subject: str, schema: Any) -> int:
-        """The id of distillery's ``schema`` (a ``SchemaVersion``) under ``subject``,
-        registered on first use."""
-        key = (subject, schema.fingerprint)
-        known = self._ids.get(key)
+    def header_for(self, topic: str, fingerprint: bytes) -> bytes:
+        """Confluent's header (``00`` + the schema id) for the shipped schema with this
+        single-object fingerprint on ``topic``: registered under ``<topic>-value`` on first
+        use, then cached."""
+        key = (topic, fingerprint)
+        known = self._headers.get(key)
         if known is None:
+            from schemas.serde import schema_by_fingerprint
+
+            schema = schema_by_fingerprint(fingerprint)
             with self._lock:
-                known = self._ids.get(key)
+                known = self._headers.get(key)
                 if known is None:
-                    known = self._ids[key] = self.register(subject, schema.source)
+                    schema_id = self.register(f"{topic}-value", schema.source)
+                    known = self._headers[key] = b"\x00" + struct.pack(">I", schema_id)
         return known
 
     def schema_json(self, schema_id: int) -> str:
@@ -161,7 +166,6 @@ def _as_version(schema_id: int, text: str) -> Any:
 
 
 _active: SchemaRegistry | None = None
-_headers: dict[tuple[str, bytes], bytes] = {}
 
 
 def use_registry(settings: Settings) -> SchemaRegistry | None:
@@ -171,7 +175,6 @@ def use_registry(settings: Settings) -> SchemaRegistry | None:
                                 or _active.url != settings.schema_registry_url):
         _active.close()
         _active = None
-        _headers.clear()
     if _active is None and settings.schema_registry_url is not None:
         auth = None
         if settings.schema_registry_user is not None:
@@ -190,17 +193,11 @@ def frame(topic: str, value: bytes) -> bytes:
     """``value`` as the registry wants it on ``topic``: a single-object-encoded record gets
     Confluent's header with its schema's id under ``<topic>-value``. Anything else (JSON, a
     value already framed, no registry in use) is returned as it is."""
-    from schemas.serde import SINGLE_OBJECT_MAGIC, schema_by_fingerprint
+    from schemas.serde import SINGLE_OBJECT_MAGIC
 
     if _active is None or value[:2] != SINGLE_OBJECT_MAGIC:
         return value
-    fingerprint = value[2:10]
-    header = _headers.get((topic, fingerprint))
-    if header is None:
-        schema = schema_by_fingerprint(fingerprint)
-        header = b"\x00" + struct.pack(">I", _active.id_for(f"{topic}-value", schema))
-        _headers[(topic, fingerprint)] = header
-    return header + value[10:]
+    return _active.header_for(topic, value[2:10]) + value[10:]
 
 
 __all__ = ["SchemaRegistry", "SchemaRegistryError", "active_registry", "frame",

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from distillery.errors import DistilleryError
+from distillery.errors import SerializationError, ValidationError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.records import DEFAULT_MAX_TEXT_CHARS, Decision, ModelAnnouncement, TeacherRequest
@@ -127,9 +127,9 @@ def refine_batch(rt: RefineRuntime, raws: list[RawEvent], keep_bytes: int = 4096
             requests.append(decode(raw.value or b"", TeacherRequest,
                                    max_text_chars=rt.max_text_chars))
             origins.append(raw)
-        except SchemaRegistryError:  # an outage, not a bad record: stop, commit nothing
-            raise
-        except DistilleryError as exc:  # not a teacher request (or over a bound): dead letter
+        # not a teacher request (or over a bound): dead letter. A Schema Registry outage is
+        # not a bad record: it propagates, and the worker stops without committing.
+        except (SerializationError, ValidationError) as exc:
             kind = "oversized" if "over the cap" in str(exc) else "undecodable"
             m.dead.labels(rt.task.name, kind).inc()
             out.append(Output(rt.topics["deadletter"], raw.key, encode(dead_letter(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distillery.errors import BrokerError
 from distillery.settings import Settings
-from workers.runtime.procs import pid_in, stop_pid_file
+from workers.runtime.procs import pid_in, port_free, stop_pid_file
 from workers.runtime.secure import SecureFiles
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class EmbeddedBroker:
             return False
         self.check_tools(need_maven=not self.jars_ready())
         for port in (self.settings.broker_port, self.settings.broker_controller_port):
-            if not _port_free(port):
+            if not port_free(port):
                 raise BrokerError(
                     f"port {port} on 127.0.0.1 is already in use by another process; stop it "
                     "or choose another port with DISTILLERY_BROKER_PORT / "
@@ -305,16 +305,6 @@ def _java_major(java: str) -> int | None:
         return None
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _port_open(port: int) -> bool:

@@ -58,6 +58,17 @@ def stop_pid_file(pid_file: Path, timeout_s: float = 30.0) -> int | None:
     return pid
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of 127.0.0.1 (a bind there succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 _GIVEN: set[int] = set()
 
 

@@ -25,8 +25,8 @@ import httpx
 
 from distillery.errors import BrokerError
 from distillery.settings import Settings
-from workers.runtime.broker import _port_free, require_java
-from workers.runtime.procs import pid_in, stop_pid_file
+from workers.runtime.broker import require_java
+from workers.runtime.procs import pid_in, port_free, stop_pid_file
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class EmbeddedSchemaRegistry:
             self.wait_until_ready(timeout_s)
             return False
         self.check_tools()
-        if not _port_free(self.settings.schema_registry_port):
+        if not port_free(self.settings.schema_registry_port):
             raise BrokerError(f"port {self.settings.schema_registry_port} on 127.0.0.1 is "
                               "already in use by another process; stop it or choose another "
                               "with DISTILLERY_SCHEMA_REGISTRY_PORT", retriable=False)

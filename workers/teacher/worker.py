@@ -36,11 +36,10 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError
 
-from distillery.errors import BrokerError, DistilleryError, SerializationError
+from distillery.errors import BrokerError, SerializationError, ValidationError
 from distillery.settings import Settings
 from distillery.tasks import TaskConfig
 from schemas.records import Escalation, TeacherRequest
-from schemas.registry import SchemaRegistryError
 from schemas.serde import decode, encode
 from streams.decode import RawEvent, dead_letter
 from streams.send import TOO_LARGE, AiokafkaSender, Output, send_until_acknowledged
@@ -326,9 +325,8 @@ class TeacherWorker:
         raw: bytes = message.value or b""
         try:
             request = decode(raw, TeacherRequest, max_text_chars=self.settings.max_text_chars)
-        except SchemaRegistryError:  # an outage, not a bad record: the worker stops
-            raise
-        except DistilleryError as exc:
+        # a bad record is dead-lettered; a Schema Registry outage propagates and stops the worker
+        except (SerializationError, ValidationError) as exc:
             kind = ("undecodable" if isinstance(exc, SerializationError)
                     else "oversized" if "over the cap" in str(exc) else "invalid_record")
             await self._dead_letter(message, kind, str(exc))
